@@ -1,0 +1,68 @@
+# imageprep.vm — one command per job. See README.md and docs/development.md.
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+REPO := $(abspath .)
+VENV ?= $(REPO)/.venv
+CACHE ?= $(REPO)/.cache
+export IMAGEPREP_VENV := $(VENV)
+export IMAGEPREP_TEST_CACHE := $(CACHE)/targets
+# ansible-test needs the collection at .../ansible_collections/imageprep/vm inside a git work tree
+COLLECTIONS := $(CACHE)/collections
+COLL := $(COLLECTIONS)/ansible_collections/imageprep/vm
+PYTHON_VERSION := 3.12
+export PATH := $(VENV)/bin:$(PATH)
+export ANSIBLE_COLLECTIONS_PATH := $(COLLECTIONS)
+export ANSIBLE_NOCOLOR := 1
+
+LAYERS := sanity lint unit build integration molecule e2e
+
+.PHONY: help setup test demo sync $(LAYERS)
+
+help:
+	@echo "make test         run every test layer ($(LAYERS)), with set-up"
+	@echo "make demo         the golden-image pipeline on a demo VM"
+	@echo "make setup        install Debian packages and the pinned toolchain (.venv)"
+	@echo "make <layer>      one layer alone: $(LAYERS)"
+
+setup:
+	@tests/tooling/setup.sh
+
+test: setup
+	@tests/tooling/run_layers.sh $(LAYERS)
+
+demo: setup
+	@echo "make demo: the golden-image pipeline (build a demo VM, deprovision it, capture it into"
+	@echo "the local library, boot-verify a clone) arrives with the pipeline issue; not built yet." >&2
+	@exit 2
+
+# A copy of the work tree (with .git, so ansible-test sees tracked and new files) where
+# ansible-test and the collection loader expect it.
+sync:
+	@mkdir -p $(COLL)
+	@rsync -a --delete --exclude=/.venv --exclude=/.cache --exclude=/tests/output $(REPO)/ $(COLL)/
+
+sanity: setup sync
+	cd $(COLL) && ansible-test sanity --venv --python $(PYTHON_VERSION) --color no
+
+lint: setup sync
+	cd $(COLL) && yamllint --strict .
+	cd $(COLL) && ansible-lint --profile production
+	cd $(COLL) && antsibull-docs lint-collection-docs --plugin-docs .
+	cd $(COLL) && antsibull-changelog lint
+
+unit: setup sync
+	cd $(COLL) && python -m pytest -q tests/unit
+
+build: setup sync
+	tests/tooling/check_build.sh $(COLL) $(CACHE)/build
+
+integration: setup sync
+	cd $(COLL) && ansible-test integration --local --color no -v $(INTEGRATION_TARGETS)
+
+molecule: setup sync
+	tests/tooling/run_molecule.sh $(COLL)
+
+e2e: setup sync
+	cd $(COLL) && python -m pytest -q -p no:cacheprovider tests/e2e

@@ -11,6 +11,7 @@ export IMAGEPREP_TEST_CACHE := $(CACHE)/targets
 # ansible-test needs the collection at .../ansible_collections/imageprep/vm inside a git work tree
 COLLECTIONS := $(CACHE)/collections
 COLL := $(COLLECTIONS)/ansible_collections/imageprep/vm
+export IMAGEPREP_TEST_TARGETS := $(COLL)/tests/targets
 PYTHON_VERSION := 3.12
 export PATH := $(VENV)/bin:$(PATH)
 export ANSIBLE_COLLECTIONS_PATH := $(COLLECTIONS)
@@ -59,7 +60,7 @@ build: setup sync
 	tests/tooling/check_build.sh $(COLL) $(CACHE)/build
 
 integration: setup sync
-	cd $(COLL) && ansible-test integration --local --color no -v $(INTEGRATION_TARGETS)
+	tests/tooling/run_integration.sh $(COLL)
 
 molecule: setup sync
 	tests/tooling/run_molecule.sh $(COLL)

@@ -1,4 +1,4 @@
-#!/usr/bin/env python3
+#!/usr/bin/env python
 # Copyright: imageprep.vm contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Build (cached) and hand out fresh copies of real Debian 12 root filesystems.
@@ -36,10 +36,20 @@ PROFILES = {
 }
 
 
+def mmdebstrap_command(profile: str, output: pathlib.Path) -> list[str]:
+    """Return the mmdebstrap command line that builds PROFILE into OUTPUT."""
+    return [
+        'mmdebstrap', '--variant=minbase', '--quiet', '--format=tar',
+        '--include=' + ','.join(PROFILES[profile]),
+        # a generic hostname, like a cloud image before its first boot
+        '--customize-hook=echo localhost > "$1/etc/hostname"',
+        SUITE, str(output),
+    ]
+
+
 def tarball_path(profile: str) -> pathlib.Path:
-    """Return where the cached tarball of PROFILE lives (its name carries the input key)."""
-    packages = PROFILES[profile]
-    key = target_cache.input_key(pathlib.Path(__file__), SUITE, ' '.join(sorted(packages)))
+    """Return where the cached tarball of PROFILE lives; its name carries the key of its inputs."""
+    key = target_cache.input_key(*mmdebstrap_command(profile, pathlib.Path('OUT')))
     return target_cache.cache_dir() / f'debian12-{profile}-{key}.tar'
 
 
@@ -51,14 +61,7 @@ def build(profile: str) -> pathlib.Path:
             return final
         tmp = final.with_name(final.name + '.partial')
         tmp.unlink(missing_ok=True)
-        command = [
-            'mmdebstrap', '--variant=minbase', '--quiet', '--format=tar',
-            '--include=' + ','.join(PROFILES[profile]),
-            # a generic hostname, like a cloud image before its first boot
-            '--customize-hook=echo localhost > "$1/etc/hostname"',
-            SUITE, str(tmp),
-        ]
-        subprocess.run(command, check=True)
+        subprocess.run(mmdebstrap_command(profile, tmp), check=True)
         target_cache.publish(tmp, final)
         target_cache.prune(f'debian12-{profile}-', final)
     return final
@@ -81,7 +84,7 @@ def main() -> None:
     parser.add_argument('action', choices=['build', 'copy'])
     parser.add_argument('dest', nargs='?', type=pathlib.Path)
     parser.add_argument('--profile', choices=sorted(PROFILES), default='guest')
-    args = parser.parse_args()
+    args = parser.parse_intermixed_args()
     if args.action == 'build':
         print(build(args.profile))
     else:

@@ -16,7 +16,7 @@ apt_packages=(
   mmdebstrap debootstrap
   podman runc
   systemd-journal-remote
-  e2fsprogs xz-utils zstd
+  e2fsprogs xz-utils zstd shellcheck
 )
 
 missing=()

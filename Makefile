@@ -54,7 +54,7 @@ lint: setup sync
 	cd $(COLL) && antsibull-changelog lint
 
 unit: setup sync
-	cd $(COLL) && python -m pytest -q tests/unit
+	cd $(COLL) && PYTHONPATH=$(COLLECTIONS) python -m pytest -q -p no:cacheprovider tests/unit
 
 build: setup sync
 	tests/tooling/check_build.sh $(COLL) $(CACHE)/build

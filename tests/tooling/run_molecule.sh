@@ -16,6 +16,10 @@ if (($# != 1)); then
   exit 2
 fi
 coll=$(cd "$1" && pwd)
+if [[ $coll != */ansible_collections/imageprep/vm ]]; then
+  echo "run_molecule.sh: COLL must be a copy of the collection at .../ansible_collections/imageprep/vm" >&2
+  exit 2
+fi
 repo=$(cd "$(dirname "$0")/../.." && pwd)
 venv=${IMAGEPREP_VENV:-$repo/.venv}
 cache=${IMAGEPREP_TEST_CACHE:-$repo/.cache/targets}

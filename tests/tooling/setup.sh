@@ -88,4 +88,4 @@ if ! cmp -s "$repo/tests/tooling/offline_get_pip.py" "$bootstrap"; then
   mkdir -p "$(dirname "$bootstrap")"
   cp "$repo/tests/tooling/offline_get_pip.py" "$bootstrap"
 fi
-echo "setup: ok ($("$venv/bin/ansible" --version | head -1))"
+echo "setup: ok ($("$venv/bin/ansible" --version | sed -n 1p))"

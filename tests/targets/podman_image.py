@@ -1,4 +1,4 @@
-#!/usr/bin/env python3
+#!/usr/bin/env python
 # Copyright: imageprep.vm contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Import the Debian 12 guest root as a local podman image that boots systemd, for Molecule.
@@ -34,7 +34,7 @@ CHANGES = [
 
 def image_name(tarball: pathlib.Path) -> str:
     """Return the image name (repository and tag) for the root tarball TARBALL."""
-    key = target_cache.input_key(pathlib.Path(__file__), tarball.name, '\n'.join(CHANGES))
+    key = target_cache.input_key(pathlib.Path(__file__), tarball.name)
     return f'{REPOSITORY}:{key}'
 
 
@@ -50,10 +50,9 @@ def image_exists(name: str) -> bool:
     return podman('image', 'exists', name, check=False, quiet=True).returncode == 0
 
 
-def stale_images(current: str) -> list[str]:
-    """Return the other tags of the image repository, which older roots left behind."""
-    listed = podman('images', '--noheading', '--format', '{{.Repository}}:{{.Tag}}', '--filter', f'reference={REPOSITORY}')
-    return [name for name in listed.stdout.split() if name != current and name.startswith(REPOSITORY + ':')]
+def stale_images(listed: list[str], current: str) -> list[str]:
+    """Return the images in LISTED that are other tags of the repository of CURRENT (older roots left them)."""
+    return [name for name in listed if name != current and name.startswith(REPOSITORY + ':')]
 
 
 def build() -> str:
@@ -67,7 +66,8 @@ def build() -> str:
                 command += ['--change', change]
             # import stores the image under its final name only when it is complete
             podman(*command, str(tarball), name)
-        for old in stale_images(name):
+        listed = podman('images', '--noheading', '--format', '{{.Repository}}:{{.Tag}}', '--filter', f'reference={REPOSITORY}')
+        for old in stale_images(listed.stdout.split(), name):
             # an image still used by a container stays; the next build removes it
             podman('rmi', old, check=False, quiet=True)
     return name

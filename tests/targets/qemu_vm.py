@@ -1,4 +1,4 @@
-#!/usr/bin/env python3
+#!/usr/bin/env python
 # Copyright: imageprep.vm contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Boot whole Debian 12 VMs under QEMU for the end-to-end tests.
@@ -173,12 +173,27 @@ def _qemu_version() -> str:
     return result.stdout.splitlines()[0]
 
 
+def probe_verdict(console: str, returncode: int | None, stderr: str, seconds: float) -> tuple[bool, str]:
+    """Judge a KVM probe boot from its console output and QEMU's exit; return (works, why).
+
+    ``returncode`` is None when the probe was stopped at its time limit (``seconds``).
+    """
+    if returncode is None:
+        seen = f'{len(console.splitlines())} console lines' if console.strip() else 'no console output'
+        return False, f'a KVM probe boot did not finish within {seconds:.0f}s ({seen})'
+    if PROBE_END_MARK in console:
+        return True, f'a KVM probe boot ran the guest kernel to its end in {seconds:.1f}s'
+    last = (stderr.strip().splitlines() or ['no error output'])[-1]
+    return False, f'a KVM probe boot failed (QEMU exit {returncode}: {last})'
+
+
 def probe_kvm(kernel: pathlib.Path, timeout: float = KVM_PROBE_TIMEOUT) -> tuple[bool, str]:
     """Boot KERNEL under KVM without a root file system; return (works, why).
 
     A kernel without a root panics at the end of its boot and QEMU (with ``-no-reboot`` and
     ``panic=-1``) exits: seeing that panic on the serial console proves KVM ran the whole boot.
-    On hosts where /dev/kvm exists but cannot run stock kernels the console stays silent.
+    On hosts where /dev/kvm exists but cannot run stock kernels QEMU aborts or the console
+    stays silent.
     """
     with tempfile.TemporaryDirectory(prefix='imageprep-kvm-probe-') as tmp:
         console = pathlib.Path(tmp) / 'console.log'
@@ -188,24 +203,31 @@ def probe_kvm(kernel: pathlib.Path, timeout: float = KVM_PROBE_TIMEOUT) -> tuple
             '-serial', f'file:{console}',
         ]
         start = time.monotonic()
-        with subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) as process:
+        with subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                              text=True) as process:
             try:
                 _, stderr = process.communicate(timeout=timeout)
+                returncode: int | None = process.returncode
             except subprocess.TimeoutExpired:
                 process.kill()
                 _, stderr = process.communicate()
-                output = console.read_text(encoding='utf-8', errors='replace') if console.exists() else ''
-                seen = 'no console output' if not output.strip() else f'{len(output.splitlines())} console lines'
-                return False, f'a KVM probe boot did not finish within {timeout:.0f}s ({seen})'
-        elapsed = time.monotonic() - start
+                returncode = None
+        seconds = time.monotonic() - start
         output = console.read_text(encoding='utf-8', errors='replace') if console.exists() else ''
-        if PROBE_END_MARK in output:
-            return True, f'a KVM probe boot ran the guest kernel to its end in {elapsed:.1f}s'
-        last = (stderr.strip().splitlines() or ['no error output'])[-1]
-        return False, f'a KVM probe boot failed (QEMU exit {process.returncode}: {last})'
+        return probe_verdict(output, returncode, stderr, timeout if returncode is None else seconds)
 
 
 _ACCEL_MEMO: dict[str, tuple[str, str]] = {}
+
+
+def accel_override(value: str) -> str | None:
+    """Return the accelerator named by an ``IMAGEPREP_QEMU_ACCEL`` value (None when empty)."""
+    value = value.strip().lower()
+    if not value:
+        return None
+    if value not in ACCEL_ARGS:
+        raise QemuVMError(f'IMAGEPREP_QEMU_ACCEL must be one of {sorted(ACCEL_ARGS)}, not {value!r}')
+    return value
 
 
 def choose_accel(kernel: pathlib.Path | None = None) -> tuple[str, str]:
@@ -214,10 +236,8 @@ def choose_accel(kernel: pathlib.Path | None = None) -> tuple[str, str]:
     The decision is cached per host kernel and QEMU version, in memory and in the cache
     directory, so a test session probes at most once. ``IMAGEPREP_QEMU_ACCEL`` overrides it.
     """
-    override = os.environ.get('IMAGEPREP_QEMU_ACCEL', '').strip().lower()
+    override = accel_override(os.environ.get('IMAGEPREP_QEMU_ACCEL', ''))
     if override:
-        if override not in ACCEL_ARGS:
-            raise QemuVMError(f'IMAGEPREP_QEMU_ACCEL must be one of {sorted(ACCEL_ARGS)}, not {override!r}')
         return override, 'set by IMAGEPREP_QEMU_ACCEL'
     if not os.access('/dev/kvm', os.R_OK | os.W_OK):
         return 'tcg', '/dev/kvm is missing or not accessible'

@@ -22,13 +22,19 @@ if [[ $coll != */ansible_collections/imageprep/vm ]]; then
 fi
 repo=$(cd "$(dirname "$0")/../.." && pwd)
 venv=${IMAGEPREP_VENV:-$repo/.venv}
+targets=${IMAGEPREP_TEST_TARGETS:-$repo/tests/targets}
 cache=${IMAGEPREP_TEST_CACHE:-$repo/.cache/targets}
 export IMAGEPREP_TEST_CACHE=$cache
+# Molecule's working files (inventory, ansible.cfg, state) go next to the target cache, not
+# into the collection copy that the other layers lint and sync.
+ephemeral_root=$(dirname "$cache")/molecule
 # molecule runs ansible-config and ansible-playbook from the venv
 export PATH=$venv/bin:$PATH
+# Molecule colours its output (and forces Ansible's) on xterm-like terminals unless NO_COLOR is set.
+if [[ -n ${ANSIBLE_NOCOLOR:-} ]]; then export NO_COLOR=1; fi
 
 start=$(date +%s)
-IMAGEPREP_MOLECULE_IMAGE=$("$venv/bin/python" "$repo/tests/targets/podman_image.py" build)
+IMAGEPREP_MOLECULE_IMAGE=$("$venv/bin/python" "$targets/podman_image.py" build)
 export IMAGEPREP_MOLECULE_IMAGE
 echo "molecule: target image $IMAGEPREP_MOLECULE_IMAGE ($(($(date +%s) - start))s)"
 
@@ -51,8 +57,7 @@ for scenario in "${scenarios[@]}"; do
   echo
   echo "===== molecule scenario: $scenario ====="
   scenario_start=$(date +%s)
-  # Molecule's working files (inventory, state) stay out of the collection copy.
-  ephemeral=$repo/.cache/molecule/${scenario//\//--}
+  ephemeral=$ephemeral_root/${scenario//\//--}
   mkdir -p "$ephemeral"
   if (cd "$coll" && MOLECULE_EPHEMERAL_DIRECTORY=$ephemeral molecule test --scenario-name "$scenario"); then
     results+=(passed)

@@ -16,6 +16,7 @@ PYTHON_VERSION := 3.12
 export PATH := $(VENV)/bin:$(PATH)
 export ANSIBLE_COLLECTIONS_PATH := $(COLLECTIONS)
 export ANSIBLE_NOCOLOR := 1
+export NO_COLOR := 1
 
 LAYERS := sanity lint unit build integration molecule e2e
 

@@ -15,9 +15,8 @@ if str(TARGETS) not in sys.path:
 
 import qemu_vm  # noqa: E402  pylint: disable=wrong-import-position
 
-# bounds for one boot under TCG on a busy 2-core host (measured: SSH after about 40 s)
+# bound for one boot under TCG on a busy 2-core host (measured: SSH after about 40 s)
 SSH_TIMEOUT = 300.0
-POWEROFF_TIMEOUT = 120.0
 
 
 @pytest.fixture(scope='session')

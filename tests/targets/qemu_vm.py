@@ -15,7 +15,7 @@ boot shows that it really runs the guest kernel; otherwise TCG.
 Usage:
   qemu_vm.py build          build (or reuse) the cached disk and print its paths
   qemu_vm.py accel          print the accelerator QEMU will use and why
-  qemu_vm.py boot [DIR]     boot a VM (work files in DIR), print how to reach it, power off on Ctrl-C
+  qemu_vm.py boot [DIR]     boot a VM (work files in DIR), print how to reach it, power off on Ctrl-C/SIGTERM
 
 Environment:
   IMAGEPREP_TEST_CACHE      cache directory (see target_cache.py)
@@ -31,6 +31,7 @@ import os
 import pathlib
 import shlex
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -51,7 +52,7 @@ ACCEL_ARGS = {
     'kvm': ['-accel', 'kvm', '-cpu', 'host'],
     'tcg': ['-accel', 'tcg,thread=multi', '-cpu', 'max'],
 }
-# A working KVM boots the probe kernel to its final panic in about a second, TCG in about six.
+# A working KVM takes the probe kernel to its final panic within seconds (TCG on these hosts: about 6 s).
 KVM_PROBE_TIMEOUT = 20.0
 # The kernel's last words when it finds no root file system: the probe got through a whole boot.
 PROBE_END_MARK = 'Kernel panic - not syncing'
@@ -112,7 +113,8 @@ class BaseDisk:
 def disk_path() -> pathlib.Path:
     """Return where the cached base disk directory lives (its name carries the input key)."""
     root_tarball = debian_root.tarball_path(PROFILE)
-    key = target_cache.input_key(pathlib.Path(__file__), root_tarball.name, DISK_SIZE, NETWORK_FILE, FSTAB)
+    # this file holds the whole recipe (customisation, size, mkfs options)
+    key = target_cache.input_key(pathlib.Path(__file__), root_tarball.name)
     return target_cache.cache_dir() / f'debian12-vmdisk-{key}'
 
 
@@ -159,9 +161,6 @@ def build() -> BaseDisk:
         subprocess.run(['truncate', '-s', DISK_SIZE, str(parts.disk)], check=True)
         subprocess.run(['mkfs.ext4', '-q', '-F', '-L', 'imageprep-root', '-d', str(root), str(parts.disk)], check=True)
         shutil.rmtree(root)
-        # readable only: a test that wrote to the base would corrupt every later overlay
-        for path in (parts.disk, parts.kernel, parts.initrd):
-            path.chmod(0o444)
         target_cache.publish(tmp, final)
         target_cache.prune('debian12-vmdisk-', final)
     return BaseDisk(final)
@@ -206,11 +205,11 @@ def probe_kvm(kernel: pathlib.Path, timeout: float = KVM_PROBE_TIMEOUT) -> tuple
         with subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                               text=True) as process:
             try:
-                _, stderr = process.communicate(timeout=timeout)
+                stderr = process.communicate(timeout=timeout)[1]
                 returncode: int | None = process.returncode
             except subprocess.TimeoutExpired:
                 process.kill()
-                _, stderr = process.communicate()
+                stderr = process.communicate()[1]
                 returncode = None
         seconds = time.monotonic() - start
         output = console.read_text(encoding='utf-8', errors='replace') if console.exists() else ''
@@ -344,18 +343,22 @@ class QemuVM:  # pylint: disable=too-many-instance-attributes
         self.overlay.unlink(missing_ok=True)
         subprocess.run(['qemu-img', 'create', '-q', '-f', 'qcow2', '-F', 'raw', '-b', str(self.base.disk), str(self.overlay)],
                        check=True)
-        for _ in range(attempts):
+        for attempt in range(1, attempts + 1):
             self.port = free_port()
             self.qmp_socket.unlink(missing_ok=True)
             self.console_log.unlink(missing_ok=True)
             with open(self.qemu_log, 'w', encoding='utf-8') as log:
-                # pylint: disable-next=consider-using-with  # the VM outlives this method
-                self.process = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+                # own session: a Ctrl-C meant for the tests must not kill QEMU before a clean poweroff;
+                # no `with`: the VM outlives this method
+                # pylint: disable-next=consider-using-with
+                self.process = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                                start_new_session=True)
             self.started_at = time.monotonic()
             if self._wait_for_qmp(30.0):
                 return self
-            # another process may have taken the port between free_port() and QEMU's bind
-            if 'hostfwd' not in self.qemu_log.read_text(encoding='utf-8', errors='replace'):
+            # another process may have taken the port between free_port() and QEMU's bind: try another
+            port_taken = 'host forwarding' in self.qemu_log.read_text(encoding='utf-8', errors='replace')
+            if not port_taken or attempt == attempts:
                 break
         raise QemuVMError(f'QEMU did not start (exit {self.process.returncode}):\n{tail(self.qemu_log)}')
 
@@ -439,8 +442,8 @@ class QemuVM:  # pylint: disable=too-many-instance-attributes
             if remaining <= 0:
                 raise self._failure(f'SSH did not answer within {timeout:.0f}s (last ssh error: {last or "none"})')
             try:
-                result = subprocess.run(self.ssh_command('true', connect_timeout=5), stdin=subprocess.DEVNULL,
-                                        capture_output=True, text=True, timeout=max(1.0, min(30.0, remaining)))
+                result = subprocess.run(self.ssh_command('true', connect_timeout=5), stdin=subprocess.DEVNULL, capture_output=True,
+                                        text=True, timeout=max(1.0, min(30.0, remaining)), check=False)
             except subprocess.TimeoutExpired:
                 last = 'ssh attempt timed out'
                 continue
@@ -520,8 +523,14 @@ class QemuVM:  # pylint: disable=too-many-instance-attributes
         self.cleanup()
 
 
+def _interrupt(signum: int, _frame: object) -> None:
+    """Turn SIGTERM into KeyboardInterrupt, so ``boot`` powers its VM off either way."""
+    raise KeyboardInterrupt(f'signal {signum}')
+
+
 def _boot(workdir: pathlib.Path | None) -> None:
-    """Boot one VM interactively: print how to reach it, power it off on Ctrl-C."""
+    """Boot one VM interactively: print how to reach it, power it off on Ctrl-C or SIGTERM."""
+    signal.signal(signal.SIGTERM, _interrupt)
     directory = workdir or pathlib.Path(tempfile.mkdtemp(prefix='imageprep-vm-'))
     with QemuVM(directory) as vm:
         vm.start()
@@ -530,7 +539,7 @@ def _boot(workdir: pathlib.Path | None) -> None:
         print(f'ssh ready after {vm.wait_for_ssh():.1f}s')
         print(f'inventory:   {vm.write_inventory()}')
         print('ssh:         ' + shlex.join(vm.ssh_command()))
-        print('Ctrl-C powers it off')
+        print('Ctrl-C or SIGTERM powers it off', flush=True)
         with contextlib.suppress(KeyboardInterrupt):
             vm.process.wait()
         if vm.running():

@@ -17,6 +17,7 @@ apt_packages=(
   podman runc
   systemd-journal-remote
   e2fsprogs xz-utils zstd shellcheck
+  iproute2 openssl dnsmasq-base ldb-tools util-linux
 )
 
 missing=()

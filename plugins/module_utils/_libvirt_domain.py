@@ -7,9 +7,11 @@ Uses ``virsh`` so the module needs no Python binding on the host.
 """
 from __future__ import annotations
 
-import subprocess
 import typing as t
 import xml.etree.ElementTree as ET
+
+# run_command(args) -> (rc, stdout, stderr), as AnsibleModule.run_command
+RunCommand = t.Callable[..., t.Tuple[int, str, str]]
 
 SHUT_OFF = 'shut off'
 
@@ -18,20 +20,20 @@ class DomainError(Exception):
     """The domain cannot be read; the message says why."""
 
 
-def run_virsh(uri: str, args: list[str]) -> str:
+def run_virsh(run_command: RunCommand, uri: str, args: list[str]) -> str:
     """Run virsh against URI and return its stdout; raise DomainError on failure."""
     try:
-        proc = subprocess.run(['virsh', '-q', '-c', uri] + args, capture_output=True, text=True, check=False)
+        rc, out, err = run_command(['virsh', '-q', '-c', uri] + args)
     except OSError as exc:
         raise DomainError(f'cannot run virsh (install libvirt-clients): {exc}') from exc
-    if proc.returncode != 0:
-        raise DomainError(f"virsh {args[0]} failed: {(proc.stderr or proc.stdout).strip()}")
-    return proc.stdout
+    if rc != 0:
+        raise DomainError(f"virsh {args[0]} failed: {(err or out).strip()}")
+    return out
 
 
-def domain_state(uri: str, name: str) -> str:
+def domain_state(run_command: RunCommand, uri: str, name: str) -> str:
     """Return the domain's state as virsh prints it ('running', 'shut off', 'paused', ...)."""
-    return run_virsh(uri, ['domstate', name]).strip().splitlines()[0].strip()
+    return run_virsh(run_command, uri, ['domstate', name]).strip().splitlines()[0].strip()
 
 
 def parse_domain_xml(text: str) -> dict:
@@ -92,10 +94,10 @@ def parse_domain_xml(text: str) -> dict:
     return {'firmware': firmware, 'architecture': architecture, 'disks': disks}
 
 
-def read_domain(uri: str, name: str) -> dict:
+def read_domain(run_command: RunCommand, uri: str, name: str) -> dict:
     """Return ``parse_domain_xml`` of the domain's persistent definition plus its ``state``."""
-    state = domain_state(uri, name)
-    info = parse_domain_xml(run_virsh(uri, ['dumpxml', '--inactive', name]))
+    state = domain_state(run_command, uri, name)
+    info = parse_domain_xml(run_virsh(run_command, uri, ['dumpxml', '--inactive', name]))
     info['state'] = state
     return info
 

@@ -14,8 +14,11 @@ import hashlib
 import json
 import os
 import struct
-import subprocess
 import typing as t
+
+# run_command(args) -> (rc, stdout, stderr): AnsibleModule.run_command in modules, a subprocess
+# wrapper in tests. Taking it as a parameter keeps this file free of process handling.
+RunCommand = t.Callable[..., t.Tuple[int, str, str]]
 
 # Output formats the library stores, with the file extension each gets.
 FORMAT_EXTENSIONS = {
@@ -47,21 +50,23 @@ class DiskImageError(Exception):
     """A disk image cannot be read, written or converted; the message says why and what to do."""
 
 
-def run_qemu_img(args: list[str], qemu_img: str = 'qemu-img') -> str:
+def run_qemu_img(run_command: RunCommand, args: list[str], qemu_img: str = 'qemu-img') -> str:
     """Run qemu-img and return its stdout; raise DiskImageError with its stderr on failure."""
     try:
-        proc = subprocess.run([qemu_img] + args, capture_output=True, text=True, check=False)
+        rc, out, err = run_command([qemu_img] + args)
     except OSError as exc:
         raise DiskImageError(f'cannot run {qemu_img}: {exc}') from exc
-    if proc.returncode != 0:
-        message = (proc.stderr or proc.stdout).strip()
+    if rc != 0:
+        message = (err or out).strip()
+        if rc == 127 or 'No such file or directory' in message and qemu_img in message:
+            message = f'{qemu_img} is not installed (Debian/Ubuntu: qemu-utils, RHEL/Fedora: qemu-img)'
         raise DiskImageError(f'qemu-img {args[0]} failed: {message}')
-    return proc.stdout
+    return out
 
 
-def qemu_img_version(qemu_img: str = 'qemu-img') -> str:
+def qemu_img_version(run_command: RunCommand, qemu_img: str = 'qemu-img') -> str:
     """Return qemu-img's version line, e.g. 'qemu-img version 7.2.19 (Debian 1:7.2+dfsg-7+deb12u18)'."""
-    return run_qemu_img(['--version'], qemu_img).splitlines()[0].strip()
+    return run_qemu_img(run_command, ['--version'], qemu_img).splitlines()[0].strip()
 
 
 def read_vhd_footer(path: str) -> t.Optional[dict]:
@@ -104,7 +109,8 @@ def vhd_problem(footer: dict) -> t.Optional[str]:
     return None
 
 
-def image_info(path: str, fmt: t.Optional[str] = None, force_share: bool = False, qemu_img: str = 'qemu-img') -> dict:
+def image_info(run_command: RunCommand, path: str, fmt: t.Optional[str] = None, force_share: bool = False,
+               qemu_img: str = 'qemu-img') -> dict:
     """Return ``qemu-img info`` for PATH, detecting fixed VHDs that qemu-img would call raw.
 
     The result has qemu-img's keys plus ``detected-format`` (the format we will read it as).
@@ -125,7 +131,7 @@ def image_info(path: str, fmt: t.Optional[str] = None, force_share: bool = False
         args.append('--force-share')
     if fmt:
         args += ['-f', fmt]
-    info = json.loads(run_qemu_img(args + [path], qemu_img))
+    info = json.loads(run_qemu_img(run_command, args + [path], qemu_img))
     if info.get('backing-filename'):
         raise DiskImageError(f"{path} has a backing file ({info['backing-filename']}); capture the whole chain "
                              'by giving the top image, after `qemu-img convert` or `virsh blockpull` flattened it')
@@ -135,18 +141,17 @@ def image_info(path: str, fmt: t.Optional[str] = None, force_share: bool = False
     return info
 
 
-def check_image(path: str, fmt: str, qemu_img: str = 'qemu-img') -> None:
+def check_image(run_command: RunCommand, path: str, fmt: str, qemu_img: str = 'qemu-img') -> None:
     """Let qemu-img check the metadata of formats that have any; raise on corruption."""
     if fmt not in ('qcow2', 'vhdx', 'vmdk'):
         return
     try:
-        proc = subprocess.run([qemu_img, 'check', '-f', fmt, '--force-share', '--output=json', path],
-                              capture_output=True, text=True, check=False)
+        rc, out, err = run_command([qemu_img, 'check', '-f', fmt, '--force-share', '--output=json', path])
     except OSError as exc:
         raise DiskImageError(f'cannot run {qemu_img}: {exc}') from exc
     # exit 0: clean; 1: check not completed (error); 2: corruptions; 3: leaked clusters only (harmless)
-    if proc.returncode in (1, 2):
-        raise DiskImageError(f'{path} is corrupt ({fmt}): {(proc.stderr or proc.stdout).strip()}')
+    if rc in (1, 2):
+        raise DiskImageError(f'{path} is corrupt ({fmt}): {(err or out).strip()}')
 
 
 def writer_holds_lock(path: str) -> bool:
@@ -170,7 +175,7 @@ def vhd_fixed_size(virtual_size: int) -> int:
     return -(-virtual_size // MIB) * MIB
 
 
-def convert(source: str, source_format: str, dest: str, dest_format: str, compression: str = 'none',
+def convert(run_command: RunCommand, source: str, source_format: str, dest: str, dest_format: str, compression: str = 'none',
             force_share: bool = False, virtual_size: t.Optional[int] = None, qemu_img: str = 'qemu-img') -> None:
     """Convert SOURCE into a new file DEST (sparse: only allocated data is written).
 
@@ -189,12 +194,12 @@ def convert(source: str, source_format: str, dest: str, dest_format: str, compre
         aligned = vhd_fixed_size(virtual_size or 0)
         if virtual_size is not None and aligned != virtual_size:
             # Create the aligned fixed VHD first, then copy into it without re-creating it.
-            run_qemu_img(['create', '-q', '-f', 'vpc', '-o', 'subformat=fixed,force_size=on', dest, str(aligned)], qemu_img)
+            run_qemu_img(run_command, ['create', '-q', '-f', 'vpc', '-o', 'subformat=fixed,force_size=on', dest, str(aligned)], qemu_img)
             args = args[:args.index('-O')] + ['-n', '-O', 'vpc'] + args[args.index('-O') + 2:]
         else:
             args += ['-o', 'subformat=fixed,force_size=on']
     try:
-        run_qemu_img(args + [source, dest], qemu_img)
+        run_qemu_img(run_command, args + [source, dest], qemu_img)
     except DiskImageError as exc:
         text = str(exc)
         if 'Failed to get' in text and 'lock' in text:

@@ -22,7 +22,9 @@ description:
     disks; another source for an existing version is an error unless O(force=true).
   - Image files are written with mode V(0600); they hold whatever the guest held.
 author:
-  - imageprep.vm developers
+  - imageprep.vm developers (@imageprep)
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
 requirements:
   - C(qemu-img) on the host (Debian/Ubuntu package C(qemu-utils), RHEL/Fedora C(qemu-img)).
   - C(virsh) (package C(libvirt-clients)) for O(libvirt_domain).
@@ -33,7 +35,10 @@ attributes:
   diff_mode:
     support: full
     details: Shows the catalogue record before and after.
+  platform:
+    platforms: posix
   idempotent:
+    description: When run twice in a row with the same arguments, the second run reports no change.
     support: full
     details:
       - With O(version=auto), a capture of sources unchanged since the latest version reports no change.
@@ -64,8 +69,9 @@ options:
   disks:
     description:
       - Disk files to capture. The first is the OS disk; the others are data disks.
-      - An item is a path, or a dictionary with O(disks[].path) and O(disks[].lun). Data disks
-        are numbered 0, 1, ... in order when no item gives a LUN; when one does, every data disk must.
+      - An item is a path, or a dictionary with the keys C(path) and C(lun). Data disks are
+        numbered 0, 1, ... in order when no item gives a LUN; when one does, every data disk must.
+        LUNs are 0 to 63, as in Azure.
     type: list
     elements: raw
   libvirt_domain:
@@ -133,7 +139,7 @@ options:
   provenance:
     description:
       - Data about how the image was made, kept with it, such as the report of
-        M(imageprep.vm.linux_residue) or the Sysprep role.
+        the Linux deprovisioning or Windows Sysprep report.
     type: dict
     default: {}
   force:
@@ -211,12 +217,16 @@ image:
     description: {description: Free text., type: str}
     tags: {description: Tags., type: dict}
     provenance: {description: How the image was made., type: dict}
-    source: {description: Where the disks came from (V(disks), V(libvirt_domain) or V(file)) and the paths., type: dict}
+    source:
+      description: Where the disks came from (C(type) is V(disks), V(libvirt_domain) or V(file)) and their paths.
+      type: dict
     fingerprint: {description: Identity of the sources and settings; an unchanged re-run compares it without reading disks., type: str}
     crash_consistent: {description: True when a disk was copied while a running VM held it (O(force=true))., type: bool}
     captured_at: {description: UTC time of the capture., type: str, sample: '2026-11-29T15:20:00Z'}
     captured_by: {description: Host that captured it., type: str}
-    tool_versions: {description: Versions of qemu-img, SQLite and Python used., type: dict}
+    tool_versions:
+      description: Versions of qemu-img, SQLite and Python used.
+      type: dict
     path: {description: Directory holding the image files., type: str}
     disks:
       description: The disks, OS disk first.
@@ -425,9 +435,13 @@ class LocalImageManager:
     def sources(self):
         """Return (source description, disks, defaults) for the chosen source, with qemu-img info of each disk."""
         params = self.params
+        if not self.module.get_bin_path('qemu-img'):
+            raise LocalImageError('qemu-img is not installed on this host (Debian/Ubuntu: qemu-utils, RHEL/Fedora: qemu-img)')
+        if params['libvirt_domain'] and not self.module.get_bin_path('virsh'):
+            raise LocalImageError('virsh is not installed on this host (Debian/Ubuntu: libvirt-clients, RHEL/Fedora: libvirt-client)')
         defaults = {'firmware': 'bios', 'architecture': 'x86_64'}
         if params['libvirt_domain']:
-            domain = libvirt_mod.read_domain(params['libvirt_uri'], params['libvirt_domain'])
+            domain = libvirt_mod.read_domain(self.module.run_command, params['libvirt_uri'], params['libvirt_domain'])
             in_use = libvirt_mod.describe(domain)
             if in_use and not params['force']:
                 raise LocalImageError(f"cannot capture libvirt domain {params['libvirt_domain']}: {in_use} "
@@ -456,11 +470,11 @@ class LocalImageManager:
             if disk['in_use'] and not params['force']:
                 raise LocalImageError(f"{disk['path']} is in use by a running VM (QEMU holds its write lock); shut the VM "
                                       'down, or set force=true for a crash-consistent copy')
-            info = qemu_img.image_info(disk['path'], disk['format'], force_share=disk['in_use'])
+            info = qemu_img.image_info(self.module.run_command, disk['path'], disk['format'], force_share=disk['in_use'])
             disk['format'] = info['detected-format']
             disk['virtual_size'] = info['virtual-size']
             disk['allocated'] = qemu_img.allocated_bytes(disk['path'])
-            qemu_img.check_image(disk['path'], disk['format'])
+            qemu_img.check_image(self.module.run_command, disk['path'], disk['format'])
         source['paths'] = [d['path'] for d in disks]
         return source, disks, defaults
 
@@ -570,14 +584,14 @@ class LocalImageManager:
         try:
             for disk, target in zip(disks, planned['disks']):
                 dest = os.path.join(staging, target['file'])
-                qemu_img.convert(disk['path'], disk['format'], dest, target['format'], compression=planned['compression'],
+                qemu_img.convert(self.module.run_command, disk['path'], disk['format'], dest, target['format'], compression=planned['compression'],
                                  force_share=disk['in_use'], virtual_size=disk['virtual_size'])
-                info = qemu_img.image_info(dest, target['format'])
+                info = qemu_img.image_info(self.module.run_command, dest, target['format'])
                 target['virtual_size'] = info['virtual-size']
                 target['actual_size'] = qemu_img.allocated_bytes(dest)
                 target['sha256'] = qemu_img.sha256_file(dest)
             record = dict(planned, captured_at=library_mod.now_utc(), captured_by=socket.getfqdn(),
-                          tool_versions={'qemu-img': qemu_img.qemu_img_version(), 'sqlite': sqlite3.sqlite_version,
+                          tool_versions={'qemu-img': qemu_img.qemu_img_version(self.module.run_command), 'sqlite': sqlite3.sqlite_version,
                                          'python': platform.python_version()})
             return library.publish(staging, record)
         except BaseException:

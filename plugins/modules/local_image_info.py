@@ -14,14 +14,19 @@ description:
   - With O(verify=true), re-hashes every file of the selected images and reports each file
     that is missing or has another sha256 than the catalogue records.
 author:
-  - imageprep.vm developers
+  - imageprep.vm developers (@imageprep)
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
 attributes:
   check_mode:
     support: full
     details: The module changes nothing; it runs the same in check mode.
   diff_mode:
     support: none
+  platform:
+    platforms: posix
   idempotent:
+    description: When run twice in a row with the same arguments, the second run reports no change.
     support: full
 options:
   library:

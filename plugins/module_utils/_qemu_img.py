@@ -35,6 +35,8 @@ MIB = 1024 * 1024
 VHD_FOOTER_SIZE = 512
 VHD_COOKIE = b'conectix'
 VHD_DISK_TYPES = {2: 'fixed', 3: 'dynamic', 4: 'differencing'}
+# How far from the end a displaced VHD footer is looked for.
+STRAY_FOOTER_WINDOW = 1024 * 1024
 
 # QEMU locks bytes of an image file with open file description locks: a process with write
 # permission holds a shared lock on byte RAW_LOCK_PERM_BASE + BLK_PERM_WRITE's bit (101).
@@ -109,6 +111,32 @@ def vhd_problem(footer: dict) -> t.Optional[str]:
     return None
 
 
+def stray_vhd_footer(path: str) -> t.Optional[str]:
+    """Return why PATH looks like a VHD that lost its footer (cut or padded), or None.
+
+    A fixed VHD whose end was cut off is raw data with nothing to say what it was: only its
+    name (``.vhd``) or a footer that is no longer at the very end gives it away.
+    """
+    with open(path, 'rb') as handle:
+        handle.seek(0, os.SEEK_END)
+        size = handle.tell()
+        start = max(0, size - STRAY_FOOTER_WINDOW)
+        handle.seek(start)
+        tail = handle.read()
+    # Only a real footer counts: 512-byte aligned, and its disk size says the data ends right there.
+    where = tail.rfind(VHD_COOKIE)
+    while where >= 0:
+        offset = start + where
+        footer = tail[where:where + VHD_FOOTER_SIZE]
+        if offset % VHD_FOOTER_SIZE == 0 and len(footer) == VHD_FOOTER_SIZE and struct.unpack('>Q', footer[48:56])[0] == offset:
+            return (f'a VHD footer sits at byte {offset}, not in the last {VHD_FOOTER_SIZE} bytes of the file: '
+                    'the VHD was padded after its footer')
+        where = tail.rfind(VHD_COOKIE, 0, where)
+    if path.lower().endswith('.vhd'):
+        return 'the file is named .vhd but has no VHD footer (the upload was probably truncated)'
+    return None
+
+
 def image_info(run_command: RunCommand, path: str, fmt: t.Optional[str] = None, force_share: bool = False,
                qemu_img: str = 'qemu-img') -> dict:
     """Return ``qemu-img info`` for PATH, detecting fixed VHDs that qemu-img would call raw.
@@ -126,6 +154,10 @@ def image_info(run_command: RunCommand, path: str, fmt: t.Optional[str] = None, 
             if problem:
                 raise DiskImageError(f'{path}: {problem}')
             fmt = 'vpc'
+        else:
+            problem = stray_vhd_footer(path)
+            if problem:
+                raise DiskImageError(f'{path}: {problem}')
     args = ['info', '--output=json']
     if force_share:
         args.append('--force-share')
@@ -195,7 +227,8 @@ def convert(run_command: RunCommand, source: str, source_format: str, dest: str,
         if virtual_size is not None and aligned != virtual_size:
             # Create the aligned fixed VHD first, then copy into it without re-creating it.
             run_qemu_img(run_command, ['create', '-q', '-f', 'vpc', '-o', 'subformat=fixed,force_size=on', dest, str(aligned)], qemu_img)
-            args = args[:args.index('-O')] + ['-n', '-O', 'vpc'] + args[args.index('-O') + 2:]
+            # -n reuses that file; --target-is-zero keeps it sparse (qemu-img would write the zeros otherwise)
+            args = args[:args.index('-O')] + ['-n', '--target-is-zero', '-O', 'vpc'] + args[args.index('-O') + 2:]
         else:
             args += ['-o', 'subformat=fixed,force_size=on']
     try:

@@ -71,6 +71,19 @@ def qemu_img_version(run_command: RunCommand, qemu_img: str = 'qemu-img') -> str
     return run_qemu_img(run_command, ['--version'], qemu_img).splitlines()[0].strip()
 
 
+def vhd_checksum(footer: bytes) -> int:
+    """Return the VHD footer checksum: the one's complement of the byte sum, without the checksum field."""
+    return ~(sum(footer[:64]) + sum(footer[68:VHD_FOOTER_SIZE])) & 0xFFFFFFFF
+
+
+def is_vhd_footer(data: bytes) -> bool:
+    """Return True when DATA is a VHD footer: the cookie, a known disk type and a matching checksum."""
+    if len(data) != VHD_FOOTER_SIZE or data[:8] != VHD_COOKIE:
+        return False
+    disk_type = struct.unpack('>I', data[60:64])[0]
+    return disk_type in VHD_DISK_TYPES and struct.unpack('>I', data[64:68])[0] == vhd_checksum(data)
+
+
 def read_vhd_footer(path: str) -> t.Optional[dict]:
     """Return the VHD footer of PATH as a dict, or None when the file does not end with one.
 
@@ -86,8 +99,8 @@ def read_vhd_footer(path: str) -> t.Optional[dict]:
         footer = handle.read(VHD_FOOTER_SIZE)
         handle.seek(0)
         head = handle.read(VHD_FOOTER_SIZE)
-    at_end = footer[:8] == VHD_COOKIE
-    at_start = head[:8] == VHD_COOKIE
+    at_end = is_vhd_footer(footer)
+    at_start = is_vhd_footer(head)
     if not at_end and not at_start:
         return None
     data = footer if at_end else head
@@ -128,7 +141,7 @@ def stray_vhd_footer(path: str) -> t.Optional[str]:
     while where >= 0:
         offset = start + where
         footer = tail[where:where + VHD_FOOTER_SIZE]
-        if offset % VHD_FOOTER_SIZE == 0 and len(footer) == VHD_FOOTER_SIZE and struct.unpack('>Q', footer[48:56])[0] == offset:
+        if offset % VHD_FOOTER_SIZE == 0 and is_vhd_footer(footer) and struct.unpack('>Q', footer[48:56])[0] == offset:
             return (f'a VHD footer sits at byte {offset}, not in the last {VHD_FOOTER_SIZE} bytes of the file: '
                     'the VHD was padded after its footer')
         where = tail.rfind(VHD_COOKIE, 0, where)

@@ -1,0 +1,105 @@
+# Copyright: imageprep.vm contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""A capture killed with SIGKILL at any point leaves no half image visible, and the next run removes its leftovers."""
+from __future__ import annotations
+
+import dataclasses
+import os
+import pathlib
+import time
+
+from library_checks import STAGING, assert_library_consistent, image_problems, leftovers, read_catalogue
+from module_runs import MIB, ModuleProcess, capture, make_disk, run_module
+
+NAME = 'killed'
+KILLS = 8
+FIRST_KILL = 0.05
+# the last kill lands this far into an uninterrupted run: just before it ends
+LAST_KILL_FRACTION = 0.97
+# below this an uninterrupted capture is too short to be killed in its middle on purpose
+SHORTEST_USEFUL_CAPTURE = 0.5
+# 4 extents of 100 MiB in a 1 GiB raw disk: an uninterrupted capture takes 1-2 s here
+EXTENTS = [(0x11 + index, index * 256 * MIB, 100 * MIB) for index in range(4)]
+
+
+@dataclasses.dataclass
+class KillOutcome:
+    """Where one kill landed and what the next run did about it."""
+
+    delay: float
+    version: str
+    landed: str
+    left: set[str]
+    rerun_changed: bool
+
+
+def where_the_kill_landed(library: pathlib.Path, version: str, ended_first: bool, left: set[str], committed: bool) -> str:
+    """Name the phase of the capture a kill interrupted, from what it left on disk."""
+    if ended_first:
+        return 'after the run ended'
+    if committed:
+        return 'after the catalogue commit'
+    staged = [entry for entry in left if entry.startswith(str(library / STAGING))]
+    if staged:
+        written = sum(path.stat().st_blocks * 512 for entry in staged for path in pathlib.Path(entry).rglob('*') if path.is_file())
+        return f'staging ({written // MIB} MiB written)'
+    if left:
+        return 'renamed into place, not committed'
+    return f'before staging of {version}'
+
+
+def test_sigkill_at_any_point_of_a_capture_leaves_the_library_consistent(scratch, request):
+    source = make_disk(scratch / 'source.raw', 'raw', 1024 * MIB, EXTENTS)
+    library = scratch / 'library'
+    runs = scratch / 'runs'
+    arguments = {'name': NAME, 'library': str(library), 'disks': [str(source)]}
+
+    with ModuleProcess('local_image', dict(arguments, version='1.0.0'), runs) as first:
+        result = first.result()
+    assert result['rc'] == 0 and result['changed'], result
+    seconds = first.seconds
+    request.node.user_properties.append(('uninterrupted capture', f'{seconds:.2f} s (400 MiB of data to qcow2)'))
+    assert seconds > SHORTEST_USEFUL_CAPTURE, f'a capture took {seconds:.2f} s: too short to kill it in its middle'
+    assert_library_consistent(library)
+
+    last = seconds * LAST_KILL_FRACTION
+    delays = [FIRST_KILL + (last - FIRST_KILL) * index / (KILLS - 1) for index in range(KILLS)]
+    outcomes = []
+    for index, delay in enumerate(delays):
+        version = f'1.1.{index}'
+        step = dict(arguments, version=version)
+        with ModuleProcess('local_image', step, runs) as run:
+            time.sleep(max(0.0, run.started + delay - time.monotonic()))
+            ended_first = run.finished()
+            run.kill_group()
+
+        images = read_catalogue(library)
+        rows = [image for image in images if image['name'] == NAME and image['version'] == version]
+        for image in rows:  # a row is visible only when it is whole
+            assert not image_problems(library, image), image_problems(library, image)
+            assert [disk['source'] for disk in image['disks']] == [str(source)]
+        left = leftovers(library, images)
+        landed = where_the_kill_landed(library, version, ended_first, left, bool(rows))
+
+        rerun = capture(runs, **step)
+        assert rerun['rc'] == 0, f'the run after a kill at {delay:.2f} s ({landed}) failed: {rerun}'
+        assert set(rerun['cleaned']) == left, f'kill at {delay:.2f} s ({landed})'
+        assert rerun['image']['version'] == version
+        assert rerun['changed'] is not bool(rows), f'kill at {delay:.2f} s ({landed}): {rerun["msg"]}'
+        assert_library_consistent(library)
+        outcomes.append(KillOutcome(delay, version, landed, left, rerun['changed']))
+
+    for outcome in outcomes:
+        request.node.user_properties.append(
+            (f'kill at {outcome.delay:.2f} s', f'{outcome.landed}; next run cleaned {len(outcome.left)}, '
+                                               f"{'captured anew' if outcome.rerun_changed else 'found it complete'}"))
+    # the kills must have hit captures in their middle, or this test proved nothing
+    assert any(outcome.left for outcome in outcomes), [outcome.landed for outcome in outcomes]
+
+    info = run_module('local_image_info', {'library': str(library), 'verify': True}, runs)
+    assert info['rc'] == 0, info
+    assert info['mismatches'] == []
+    assert sorted(image['version'] for image in info['images']) == ['1.0.0'] + [f'1.1.{index}' for index in range(KILLS)]
+    assert all(image['verified'] for image in info['images'])
+    assert not os.listdir(library / STAGING)

@@ -16,11 +16,22 @@ NAME = 'killed'
 KILLS = 8
 FIRST_KILL = 0.05
 # the last kill lands this far into an uninterrupted run: just before it ends
-LAST_KILL_FRACTION = 0.97
+LAST_KILL_FRACTION = 0.95
+# how often an uninterrupted run is looked at, to time its phases
+WATCH_INTERVAL = 0.005
 # below this an uninterrupted capture is too short to be killed in its middle on purpose
 SHORTEST_USEFUL_CAPTURE = 0.5
 # 4 extents of 100 MiB in a 1 GiB raw disk: an uninterrupted capture takes 1-2 s here
 EXTENTS = [(0x11 + index, index * 256 * MIB, 100 * MIB) for index in range(4)]
+
+
+@dataclasses.dataclass
+class Milestones:
+    """When an uninterrupted capture reached each phase, in seconds after its start."""
+
+    staging: float
+    published: float
+    ended: float
 
 
 @dataclasses.dataclass
@@ -32,6 +43,27 @@ class KillOutcome:
     landed: str
     left: set[str]
     rerun_changed: bool
+
+
+def watch_capture(run: ModuleProcess, library: pathlib.Path, name_dir: pathlib.Path) -> Milestones:
+    """Follow an uninterrupted run: when its staging directory appears, when its image directory does, when it ends."""
+    before = set(os.listdir(name_dir)) if name_dir.is_dir() else set()
+    staging = published = None
+    while not run.finished():
+        elapsed = time.monotonic() - run.started
+        if staging is None and (library / STAGING).is_dir() and os.listdir(library / STAGING):
+            staging = elapsed
+        if published is None and name_dir.is_dir() and set(os.listdir(name_dir)) - before:
+            published = elapsed
+        time.sleep(WATCH_INTERVAL)
+    ended = time.monotonic() - run.started
+    return Milestones(staging if staging is not None else ended, published if published is not None else ended, ended)
+
+
+def kill_delays(milestones: Milestones) -> list[float]:
+    """FIRST_KILL (while the module starts), then the others spread from the staging directory's appearance to just before the end."""
+    start, last = milestones.staging, milestones.ended * LAST_KILL_FRACTION
+    return [FIRST_KILL] + [start + (last - start) * index / (KILLS - 2) for index in range(KILLS - 1)]
 
 
 def where_the_kill_landed(library: pathlib.Path, version: str, ended_first: bool, left: set[str], committed: bool) -> str:
@@ -56,17 +88,17 @@ def test_sigkill_at_any_point_of_a_capture_leaves_the_library_consistent(scratch
     arguments = {'name': NAME, 'library': str(library), 'disks': [str(source)]}
 
     with ModuleProcess('local_image', dict(arguments, version='1.0.0'), runs) as first:
+        milestones = watch_capture(first, library, library / NAME)
         result = first.result()
     assert result['rc'] == 0 and result['changed'], result
-    seconds = first.seconds
-    request.node.user_properties.append(('uninterrupted capture', f'{seconds:.2f} s (400 MiB of data to qcow2)'))
-    assert seconds > SHORTEST_USEFUL_CAPTURE, f'a capture took {seconds:.2f} s: too short to kill it in its middle'
+    request.node.user_properties.append(
+        ('uninterrupted capture', f'{milestones.ended:.2f} s (400 MiB of data to qcow2): staging from {milestones.staging:.2f} s, '
+                                  f'renamed into place at {milestones.published:.2f} s'))
+    assert milestones.ended > SHORTEST_USEFUL_CAPTURE, f'a capture took {milestones.ended:.2f} s: too short to kill it in its middle'
     assert_library_consistent(library)
 
-    last = seconds * LAST_KILL_FRACTION
-    delays = [FIRST_KILL + (last - FIRST_KILL) * index / (KILLS - 1) for index in range(KILLS)]
     outcomes = []
-    for index, delay in enumerate(delays):
+    for index, delay in enumerate(kill_delays(milestones)):
         version = f'1.1.{index}'
         step = dict(arguments, version=version)
         with ModuleProcess('local_image', step, runs) as run:
@@ -87,7 +119,7 @@ def test_sigkill_at_any_point_of_a_capture_leaves_the_library_consistent(scratch
         assert set(rerun['cleaned']) == left, f'kill at {delay:.2f} s ({landed})'
         assert rerun['image']['version'] == version
         assert rerun['changed'] is not bool(rows), f'kill at {delay:.2f} s ({landed}): {rerun["msg"]}'
-        assert_library_consistent(library)
+        assert_library_consistent(library, rehash={(NAME, version)})
         outcomes.append(KillOutcome(delay, version, landed, left, rerun['changed']))
 
     for outcome in outcomes:
@@ -97,6 +129,7 @@ def test_sigkill_at_any_point_of_a_capture_leaves_the_library_consistent(scratch
     # the kills must have hit captures in their middle, or this test proved nothing
     assert any(outcome.left for outcome in outcomes), [outcome.landed for outcome in outcomes]
 
+    assert_library_consistent(library)
     info = run_module('local_image_info', {'library': str(library), 'verify': True}, runs)
     assert info['rc'] == 0, info
     assert info['mismatches'] == []

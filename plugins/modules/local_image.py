@@ -474,7 +474,6 @@ class LocalImageManager:
             disk['format'] = info['detected-format']
             disk['virtual_size'] = info['virtual-size']
             disk['allocated'] = qemu_img.allocated_bytes(disk['path'])
-            qemu_img.check_image(self.module.run_command, disk['path'], disk['format'])
         source['paths'] = [d['path'] for d in disks]
         return source, disks, defaults
 
@@ -545,6 +544,10 @@ class LocalImageManager:
         if action == 'unchanged' and not doomed:
             self.result.update(image=existing, msg=f"{params['name']} {version}: {reason}")
             return self.result
+        if action in ('create', 'replace'):
+            # Only for disks about to be read: an unchanged re-run reads no disk metadata either.
+            for disk in disks:
+                qemu_img.check_image(self.module.run_command, disk['path'], disk['format'])
         self.result['changed'] = True
         if self.module.check_mode:
             total = sum(d['allocated'] for d in disks)

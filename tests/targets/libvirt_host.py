@@ -23,7 +23,8 @@ and ``cleanup_stale()`` removes the domains whose creating process is gone (kill
 
 Usage:
   libvirt_host.py daemon        start the daemons unless they answer; say how they were found
-  libvirt_host.py cleanup       destroy and undefine test domains left behind by dead processes
+  libvirt_host.py cleanup [--include-unowned]
+                                destroy and undefine test domains left behind by dead processes
   libvirt_host.py boot [DIR]    boot the cached Debian disk as a domain, shut it down on Ctrl-C/SIGTERM
 """
 from __future__ import annotations
@@ -71,7 +72,8 @@ DAEMON_TIMEOUT = 30.0
 VIRSH_TIMEOUT = 60.0
 QEMU_NAMESPACE = 'http://libvirt.org/schemas/domain/qemu/1.0'
 DISK_FORMATS = ('qcow2', 'raw', 'vmdk', 'vpc', 'vhdx')
-DOMAIN_STATES = ('running', 'paused', 'shut off', 'in shutdown', 'crashed', 'pmsuspended', 'idle', 'blocked', 'no state')
+# what else a domain may carry that would make `virsh undefine` refuse (UEFI variables, saved state, snapshots)
+UNDEFINE_OPTIONS = ('--nvram', '--managed-save', '--snapshots-metadata', '--checkpoints-metadata')
 # virtio-blk devices take PCI slots from 0x2 upwards; the forwarded NIC sits at the end of the bus
 USER_NIC_PCI_SLOT = '0x1e'
 
@@ -139,10 +141,12 @@ def daemon_pid(name: str) -> int | None:
     """Return the pid of daemon NAME from its pid file when that process is alive and is NAME, else None."""
     try:
         pid = int((RUN_DIR / f'{name}.pid').read_text(encoding='utf-8').strip())
-        comm = pathlib.Path(f'/proc/{pid}/comm').read_text(encoding='utf-8').strip()
+        # /proc/PID/stat: "pid (comm) state ..."; a daemon that exited stays a zombie until PID 1 reaps it
+        stat = pathlib.Path(f'/proc/{pid}/stat').read_text(encoding='utf-8')
     except (OSError, ValueError):
         return None
-    return pid if comm == name else None
+    comm, state = stat[stat.index('(') + 1:stat.rindex(')')], stat[stat.rindex(')') + 2:][:1]
+    return pid if comm == name and state not in ('Z', 'X') else None
 
 
 def log_size(path: pathlib.Path) -> int:
@@ -213,8 +217,11 @@ def _spawn_daemon(name: str) -> None:
     """Run ``NAME -d`` (it forks into the background itself); raise when it refuses to start."""
     with tempfile.TemporaryFile(mode='w+', encoding='utf-8') as output:
         # own session and cwd /: a Ctrl-C meant for the tests must not reach the daemon, nor may it hold a test directory
-        result = subprocess.run([name, '-d'], stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT, cwd='/',
-                                start_new_session=True, timeout=DAEMON_TIMEOUT, check=False)
+        try:
+            result = subprocess.run([name, '-d'], stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT, cwd='/',
+                                    start_new_session=True, timeout=DAEMON_TIMEOUT, check=False)
+        except subprocess.TimeoutExpired as exc:
+            raise LibvirtHostError(f'{name} -d did not return within {DAEMON_TIMEOUT:.0f}s') from exc
         output.seek(0)
         text = output.read().strip()
     if result.returncode != 0:
@@ -286,7 +293,7 @@ def _start_daemons(timeout: float) -> tuple[str, str]:
                 how = 'exited' if daemon_pid('libvirtd') is None else f'did not answer within {timeout:.0f}s'
                 raise LibvirtHostError(f'libvirtd {how} ({CONNECT_URI}); its log ({LOG_DIR / "libvirtd.log"}):\n'
                                        f'{log_since(LOG_DIR / "libvirtd.log", offset) or "(nothing in its log)"}')
-    except (LibvirtHostError, OSError, subprocess.SubprocessError):
+    except (LibvirtHostError, OSError):
         # no half-started daemon stays behind: stop what this call started, libvirtd first
         for name in reversed(started):
             _stop_daemon(name)
@@ -341,12 +348,16 @@ def process_alive(pid: int) -> bool:
     return True
 
 
-def is_stale(name: str, alive: t.Callable[[int], bool] = process_alive) -> bool:
-    """True for a test domain whose creating process is gone (or whose name carries no pid)."""
+def is_stale(name: str, alive: t.Callable[[int], bool] = process_alive, include_unowned: bool = False) -> bool:
+    """True for a test domain whose creating process is gone.
+
+    A test-prefixed name without a pid (not made by ``unique_name()``) may belong to a running
+    test: it counts as stale only with INCLUDE_UNOWNED.
+    """
     if not name.startswith(TEST_DOMAIN_PREFIX):
         return False
     pid = owner_pid(name)
-    return pid is None or not alive(pid)
+    return include_unowned if pid is None else not alive(pid)
 
 
 # -- domain XML --------------------------------------------------------------------------
@@ -627,7 +638,7 @@ class LibvirtDomain:
         log is moved into the work directory.
         """
         disks = [pathlib.Path(source) for source in self.block_devices().values()] if remove_storage else []
-        virsh('undefine', self.name, '--managed-save', '--snapshots-metadata', '--checkpoints-metadata')
+        virsh('undefine', self.name, *UNDEFINE_OPTIONS)
         if self.qemu_log.exists() and self.workdir.is_dir():
             shutil.move(self.qemu_log, self.workdir / 'qemu.log')
         removed = []
@@ -652,23 +663,24 @@ class LibvirtDomain:
         self.cleanup()
 
 
-def cleanup_stale(alive: t.Callable[[int], bool] = process_alive) -> list[str]:
+def cleanup_stale(alive: t.Callable[[int], bool] = process_alive, include_unowned: bool = False) -> list[str]:
     """Destroy and undefine test domains whose creating process is gone; return their names.
 
-    Domains of live processes (concurrent test runs) are left alone; so are the QEMU logs of
-    running tests. Logs left behind by dead runs in libvirt's log directory are removed.
+    Domains of live processes (concurrent test runs) are left alone, and so are test-prefixed
+    names without a pid unless INCLUDE_UNOWNED. QEMU logs that dead runs left in libvirt's log
+    directory are removed.
     """
     names = [line.strip() for line in virsh('list', '--all', '--name').stdout.splitlines() if line.strip()]
     removed = []
     for name in names:
-        if not is_stale(name, alive):
+        if not is_stale(name, alive, include_unowned):
             continue
         # fails harmlessly when the domain is not running
         virsh('destroy', name, check=False)
-        virsh('undefine', name, '--managed-save', '--snapshots-metadata', '--checkpoints-metadata')
+        virsh('undefine', name, *UNDEFINE_OPTIONS)
         removed.append(name)
     for log in QEMU_LOG_DIR.glob(TEST_DOMAIN_PREFIX + '*.log*'):
-        if is_stale(re.sub(r'\.log(\.\d+)?$', '', log.name), alive):
+        if is_stale(re.sub(r'\.log(\.\d+)?$', '', log.name), alive, include_unowned):
             log.unlink(missing_ok=True)
     return removed
 
@@ -691,8 +703,9 @@ class DebianDomain(LibvirtDomain):
         self.started_at: float | None = None
 
     @classmethod
-    def create(cls, workdir: pathlib.Path, base: qemu_vm.BaseDisk | None = None, memory_mib: int = 1024, vcpus: int = 2,
-               data_disks: t.Iterable[DiskSpec | t.Mapping[str, t.Any]] = (), name: str | None = None) -> DebianDomain:
+    def create(cls, workdir: pathlib.Path, base: qemu_vm.BaseDisk | None = None, *,  # pylint: disable=too-many-arguments
+               memory_mib: int = 1024, vcpus: int = 2, data_disks: t.Iterable[DiskSpec | t.Mapping[str, t.Any]] = (),
+               name: str | None = None) -> DebianDomain:
         """Create the overlay and define the domain (OS disk vda, DATA_DISKS from vdb); return it (not started)."""
         domain = cls(workdir, base, name)
         domain.workdir.mkdir(parents=True, exist_ok=True)
@@ -799,6 +812,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('action', choices=['daemon', 'cleanup', 'boot'])
     parser.add_argument('workdir', nargs='?', type=pathlib.Path)
+    parser.add_argument('--include-unowned', action='store_true',
+                        help='cleanup: also remove test domains whose name carries no pid (make sure no test runs)')
     args = parser.parse_args()
     try:
         if args.action == 'daemon':
@@ -807,7 +822,7 @@ def main() -> None:
                   f'kvm device: {status.kvm_device}\nseconds: {status.seconds:.2f}')
         elif args.action == 'cleanup':
             ensure_daemon()
-            removed = cleanup_stale()
+            removed = cleanup_stale(include_unowned=args.include_unowned)
             print('\n'.join(removed) if removed else 'no stale test domains')
         else:
             _boot(args.workdir)

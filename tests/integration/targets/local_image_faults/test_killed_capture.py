@@ -4,12 +4,19 @@
 """A capture killed with SIGKILL at any point leaves no half image visible, and the next run removes its leftovers."""
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import pathlib
+import shutil
+import sqlite3
+import tempfile
 import time
+import typing as t
 
-from library_checks import STAGING, assert_library_consistent, image_problems, leftovers, read_catalogue
+import pytest
+
+from library_checks import CATALOGUE, STAGING, assert_library_consistent, image_problems, leftovers, read_catalogue
 from module_runs import MIB, ModuleProcess, capture, make_disk, run_module
 
 NAME = 'killed'
@@ -21,8 +28,20 @@ LAST_KILL_FRACTION = 0.95
 WATCH_INTERVAL = 0.005
 # below this an uninterrupted capture is too short to be killed in its middle on purpose
 SHORTEST_USEFUL_CAPTURE = 0.5
-# 4 extents of 100 MiB in a 1 GiB raw disk: an uninterrupted capture takes 1-2 s here
-EXTENTS = [(0x11 + index, index * 256 * MIB, 100 * MIB) for index in range(4)]
+# 3 extents of 100 MiB in a 1 GiB raw disk: an uninterrupted capture takes about 1 s here
+EXTENTS = [(0x11 + index, index * 256 * MIB, 100 * MIB) for index in range(3)]
+JOURNAL = CATALOGUE + '-journal'
+# bound for a capture to reach a given point (it takes about 1 s in all)
+REACH_TIMEOUT = 60.0
+# a module that renamed its files into place reaches the catalogue lock well within this
+SETTLE = 0.3
+# How a test's own SQLite connection stops a capture at the catalogue: with a reserved lock
+# (BEGIN IMMEDIATE) the module waits to begin its transaction, its files renamed into place; with
+# a reader's shared lock it begins, writes its rollback journal, and waits to commit.
+CATALOGUE_HOLDS = {
+    'before its transaction begins': 'BEGIN IMMEDIATE',
+    'inside its commit (journal written)': 'BEGIN DEFERRED',
+}
 
 
 @dataclasses.dataclass
@@ -81,8 +100,30 @@ def where_the_kill_landed(library: pathlib.Path, version: str, ended_first: bool
     return f'before staging of {version}'
 
 
-def test_sigkill_at_any_point_of_a_capture_leaves_the_library_consistent(scratch, request):
-    source = make_disk(scratch / 'source.raw', 'raw', 1024 * MIB, EXTENTS)
+@pytest.fixture(scope='module')
+def source_disk() -> t.Iterator[pathlib.Path]:
+    """A raw disk with 300 MiB of data in a 1 GiB virtual size, shared by this file's tests (they only read it)."""
+    directory = pathlib.Path(tempfile.mkdtemp(prefix='local-image-kill-source-'))
+    try:
+        source = make_disk(directory / 'source.raw', 'raw', 1024 * MIB, EXTENTS)
+        # written back now: ext4 would otherwise flush it in the first capture's fsync and make that run look slow
+        os.sync()
+        yield source
+    finally:
+        shutil.rmtree(directory)
+
+
+def wait_for(condition: t.Callable[[], bool], run: ModuleProcess, what: str) -> None:
+    """Poll CONDITION until it holds; fail when RUN ends first or REACH_TIMEOUT passes."""
+    deadline = time.monotonic() + REACH_TIMEOUT
+    while not condition():
+        assert not run.finished(), f'the capture ended before {what}: {run.result()}'
+        assert time.monotonic() < deadline, f'the capture did not reach {what} within {REACH_TIMEOUT} s'
+        time.sleep(WATCH_INTERVAL)
+
+
+def test_sigkill_at_any_point_of_a_capture_leaves_the_library_consistent(source_disk, scratch, request):
+    source = source_disk
     library = scratch / 'library'
     runs = scratch / 'runs'
     arguments = {'name': NAME, 'library': str(library), 'disks': [str(source)]}
@@ -92,7 +133,7 @@ def test_sigkill_at_any_point_of_a_capture_leaves_the_library_consistent(scratch
         result = first.result()
     assert result['rc'] == 0 and result['changed'], result
     request.node.user_properties.append(
-        ('uninterrupted capture', f'{milestones.ended:.2f} s (400 MiB of data to qcow2): staging from {milestones.staging:.2f} s, '
+        ('uninterrupted capture', f'{milestones.ended:.2f} s (300 MiB of data to qcow2): staging from {milestones.staging:.2f} s, '
                                   f'renamed into place at {milestones.published:.2f} s'))
     assert milestones.ended > SHORTEST_USEFUL_CAPTURE, f'a capture took {milestones.ended:.2f} s: too short to kill it in its middle'
     assert_library_consistent(library)
@@ -129,10 +170,47 @@ def test_sigkill_at_any_point_of_a_capture_leaves_the_library_consistent(scratch
     # the kills must have hit captures in their middle, or this test proved nothing
     assert any(outcome.left for outcome in outcomes), [outcome.landed for outcome in outcomes]
 
-    assert_library_consistent(library)
+    # every file was hashed right after its run; now the library as a whole, and the module's own verification
+    assert_library_consistent(library, rehash=set())
     info = run_module('local_image_info', {'library': str(library), 'verify': True}, runs)
     assert info['rc'] == 0, info
     assert info['mismatches'] == []
     assert sorted(image['version'] for image in info['images']) == ['1.0.0'] + [f'1.1.{index}' for index in range(KILLS)]
     assert all(image['verified'] for image in info['images'])
     assert not os.listdir(library / STAGING)
+
+
+@pytest.mark.parametrize('hold', list(CATALOGUE_HOLDS.values()), ids=list(CATALOGUE_HOLDS))
+def test_sigkill_between_rename_and_commit_leaves_no_row(hold, source_disk, scratch):
+    library = scratch / 'library'
+    runs = scratch / 'runs'
+    arguments = {'name': NAME, 'library': str(library), 'disks': [str(source_disk)]}
+    assert capture(runs, version='1.0.0', **arguments)['rc'] == 0
+    before = set(os.listdir(library / NAME))
+
+    with contextlib.closing(sqlite3.connect(library / CATALOGUE, timeout=REACH_TIMEOUT, isolation_level=None)) as holder:
+        with ModuleProcess('local_image', dict(arguments, version='1.0.1'), runs) as run:
+            # past the library's opening and recovery (which use the catalogue too), converting
+            wait_for(lambda: bool(os.listdir(library / STAGING)), run, 'its staging directory')
+            holder.execute(hold)
+            holder.execute('SELECT count(*) FROM images').fetchall()
+            assert set(os.listdir(library / NAME)) == before, 'the capture was renamed into place before the catalogue was held'
+            wait_for(lambda: set(os.listdir(library / NAME)) != before, run, 'the rename into place')
+            if hold == 'BEGIN DEFERRED':
+                wait_for((library / JOURNAL).exists, run, 'its rollback journal')
+            time.sleep(SETTLE)
+            assert not run.finished(), run.result()
+            journal_at_kill = (library / JOURNAL).exists()
+            run.kill_group()
+        holder.execute('ROLLBACK')
+
+    assert journal_at_kill is (hold == 'BEGIN DEFERRED')
+    images = read_catalogue(library)  # SQLite rolls a hot journal back on opening
+    assert [image['version'] for image in images] == ['1.0.0']
+    left = leftovers(library, images)
+    assert left == {str(library / NAME / entry) for entry in set(os.listdir(library / NAME)) - before}
+    rerun = capture(runs, version='1.0.1', **arguments)
+    assert rerun['rc'] == 0 and rerun['changed'], rerun
+    assert set(rerun['cleaned']) == left
+    assert not (library / JOURNAL).exists()
+    assert [image['version'] for image in assert_library_consistent(library)] == ['1.0.0', '1.0.1']

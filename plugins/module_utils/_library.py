@@ -345,6 +345,11 @@ class Library:
             if self.db.in_transaction:
                 self.db.execute('ROLLBACK')
             remove_tree(os.path.join(self.path, relative))
+            if not os.listdir(name_dir):
+                os.rmdir(name_dir)
+            if _is_disk_full(exc):
+                raise LibraryError(f"no space left on the library file system while recording {record['name']} {record['version']} "
+                                   f'in {self.path}; nothing was registered') from exc
             raise LibraryError(f'cannot record the image in {self.path}: {exc}') from exc
         if old is not None:
             remove_tree(os.path.join(self.path, old['directory']))
@@ -377,6 +382,12 @@ class Library:
         if os.path.isdir(name_dir) and not os.listdir(name_dir):
             os.rmdir(name_dir)
         return record
+
+
+def _is_disk_full(exc: sqlite3.Error) -> bool:
+    # sqlite_errorcode exists from Python 3.11; older hosts only have the message.
+    code = getattr(exc, 'sqlite_errorcode', None)
+    return code == getattr(sqlite3, 'SQLITE_FULL', 13) or 'database or disk is full' in str(exc)
 
 
 def fsync_path(path: str) -> None:

@@ -8,7 +8,7 @@ import time
 
 import libvirt_host
 
-# bound for one boot under TCG on a busy 2-core host (measured: SSH after about 45 s)
+# bound for one boot under TCG on a busy 2-core host (measured: SSH after 45-70 s)
 SSH_TIMEOUT = 300.0
 # systemd-logind handles the ACPI button in 3-6 s; the bound only stops a hung guest from hanging the suite
 SHUTDOWN_TIMEOUT = 120.0

@@ -18,6 +18,7 @@ apt_packages=(
   systemd-journal-remote
   e2fsprogs xz-utils zstd shellcheck
   iproute2 openssl dnsmasq-base ldb-tools util-linux
+  libvirt-daemon-system libvirt-daemon-driver-qemu libvirt-clients
 )
 
 missing=()

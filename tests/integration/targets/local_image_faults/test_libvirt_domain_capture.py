@@ -75,10 +75,7 @@ def defined_domain(workdir: pathlib.Path, disks: list[libvirt_host.DiskSpec], fi
         redefine(domain, OS_TARGET, firmware, architecture)
         yield domain
     finally:
-        libvirt_host.virsh('destroy', domain.name, check=False)
-        # a UEFI domain keeps an NVRAM file that `undefine` refuses to leave behind without --nvram
-        libvirt_host.virsh('undefine', '--nvram', domain.name, check=False)
-        domain.cleanup()
+        domain.cleanup()  # destroys, and undefines with --nvram (a UEFI domain's variables file)
 
 
 @pytest.mark.parametrize('platform', list(PLATFORMS.values()), ids=list(PLATFORMS))

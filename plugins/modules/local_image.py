@@ -259,6 +259,7 @@ msg:
   type: str
 """
 
+import concurrent.futures
 import hashlib
 import json
 import os
@@ -584,24 +585,47 @@ class LocalImageManager:
             raise LocalImageError(f'the library file system has {free} bytes free, the sources hold {needed} bytes of data; '
                                   'nothing was written')
         staging = library.new_staging()
+        # Hash each output while qemu-img converts the next disk, and flush the outputs while
+        # the last one is hashed: the three are sequential per disk but independent across them.
+        hashing = concurrent.futures.ThreadPoolExecutor(max_workers=1)
+        flushing = concurrent.futures.ThreadPoolExecutor(max_workers=1)
         try:
+            hashes = []
             for disk, target in zip(disks, planned['disks']):
                 dest = os.path.join(staging, target['file'])
-                qemu_img.convert(self.module.run_command, disk['path'], disk['format'], dest, target['format'], compression=planned['compression'],
-                                 force_share=disk['in_use'], virtual_size=disk['virtual_size'])
+                qemu_img.convert(self.module.run_command, disk['path'], disk['format'], dest, target['format'],
+                                 compression=planned['compression'], force_share=disk['in_use'], virtual_size=disk['virtual_size'])
                 info = qemu_img.image_info(self.module.run_command, dest, target['format'])
                 target['virtual_size'] = info['virtual-size']
                 target['actual_size'] = qemu_img.allocated_bytes(dest)
-                target['sha256'] = qemu_img.sha256_file(dest)
+                hashes.append((target, dest, hashing.submit(qemu_img.sha256_file, dest)))
+            flushed = [flushing.submit(library_mod.fsync_path, dest) for _target, dest, _future in hashes]
+            for target, _dest, future in hashes:
+                target['sha256'] = future.result()
+            for future in flushed:
+                future.result()
             record = dict(planned, captured_at=library_mod.now_utc(), captured_by=socket.getfqdn(),
                           tool_versions={'qemu-img': qemu_img.qemu_img_version(self.module.run_command), 'sqlite': sqlite3.sqlite_version,
                                          'python': platform.python_version()})
             return library.publish(staging, record)
         except BaseException:
-            # Also on KeyboardInterrupt/SystemExit: leave no staging files behind when we can.
+            # Also on KeyboardInterrupt/SystemExit: stop the workers, then leave no staging files behind.
+            _stop(hashing)
+            _stop(flushing)
             if os.path.exists(staging):
                 library_mod.remove_tree(staging)
             raise
+        finally:
+            hashing.shutdown(wait=True)
+            flushing.shutdown(wait=True)
+
+
+def _stop(executor):
+    """Stop an executor, dropping work not yet started (cancel_futures exists from Python 3.9)."""
+    try:
+        executor.shutdown(wait=True, cancel_futures=True)
+    except TypeError:
+        executor.shutdown(wait=True)
 
 
 def _comparable(record):

@@ -127,10 +127,10 @@ def file_system(path: pathlib.Path) -> str:
     return answer
 
 
-def load_qemu_img_utils(collection: pathlib.Path) -> t.Any:
-    """Import the collection's ``_qemu_img`` module_utils from its file (it needs only the standard library)."""
-    path = collection / 'plugins' / 'module_utils' / '_qemu_img.py'
-    spec = importlib.util.spec_from_file_location('imageprep_bench_qemu_img', path)
+def load_module_utils(collection: pathlib.Path, name: str) -> t.Any:
+    """Import one of the collection's module_utils (``_qemu_img``, ``_library``) from its file; they need only the standard library."""
+    path = collection / 'plugins' / 'module_utils' / f'{name}.py'
+    spec = importlib.util.spec_from_file_location(f'imageprep_bench{name}', path)
     if spec is None or spec.loader is None:
         raise BenchError(f'cannot load {path}')
     module = importlib.util.module_from_spec(spec)
@@ -214,15 +214,6 @@ def run_commands(commands: list[list[str]]) -> None:
         subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
 
 
-def fsync_file(path: str) -> None:
-    """Flush PATH to stable storage."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def sha256sum(path: str) -> str:
     """Return the hex digest ``sha256sum`` prints for PATH."""
     return subprocess.run(['sha256sum', path], capture_output=True, text=True, check=True).stdout.split()[0]
@@ -283,7 +274,7 @@ def resident_bytes(path: str) -> t.Optional[int]:
     return int(out.stdout.strip()) if out.returncode == 0 and out.stdout.strip().isdigit() else None
 
 
-def bench_case(runner: ModuleRunner, qemu_img: t.Any, workdir: pathlib.Path, disks: dict, source_format: str, variant: str,
+def bench_case(runner: ModuleRunner, qemu_img: t.Any, library_utils: t.Any, workdir: pathlib.Path, disks: dict, source_format: str, variant: str,
                repeat: int, drop: bool) -> dict:
     """Time one source format and output variant; return its runs, medians and checks."""
     fmt, compression = VARIANTS[variant]
@@ -309,7 +300,7 @@ def bench_case(runner: ModuleRunner, qemu_img: t.Any, workdir: pathlib.Path, dis
         seconds, _unused = timed(lambda: run_commands(commands))
         runs['convert'].append(seconds)
         # qemu-img leaves the output in the page cache; the module makes it durable. Time that apart.
-        flushed, _unused = timed(lambda: fsync_file(dest))
+        flushed, _unused = timed(lambda: library_utils.fsync_path(dest))
         runs['convert_fsync'].append(seconds + flushed)
 
         fresh_step()
@@ -473,7 +464,8 @@ def main(argv: t.Optional[list[str]] = None) -> int:
         print(f'{args.dir} has less than {need // MIB} MiB free', file=sys.stderr)
         return 2
 
-    qemu_img = load_qemu_img_utils(collection)
+    qemu_img = load_module_utils(collection, '_qemu_img')
+    library_utils = load_module_utils(collection, '_library')
     drop = not args.no_drop_caches and drop_caches()
     report: dict[str, t.Any] = {
         'machine': machine(), 'python': subprocess.run([args.python, '--version'], capture_output=True, text=True, check=True).stdout.strip(),
@@ -493,7 +485,7 @@ def main(argv: t.Optional[list[str]] = None) -> int:
         report['cases'] = []
         for source_format in args.sources:
             for variant in args.formats:
-                case = bench_case(runner, qemu_img, workdir, disks, source_format, variant, args.repeat, drop)
+                case = bench_case(runner, qemu_img, library_utils, workdir, disks, source_format, variant, args.repeat, drop)
                 report['cases'].append(case)
                 median = case['median']
                 print(f"{source_format} -> {variant}: ours {median['ours']:.2f} s, convert {median['convert']:.2f} s, "

@@ -13,6 +13,7 @@ TARGETS = pathlib.Path(__file__).resolve().parents[1] / 'targets'
 if str(TARGETS) not in sys.path:
     sys.path.insert(0, str(TARGETS))
 
+import measurement_summary  # noqa: E402  pylint: disable=wrong-import-position
 import qemu_vm  # noqa: E402  pylint: disable=wrong-import-position
 
 # bound for one boot under TCG on a busy 2-core host (measured: SSH after about 40 s)
@@ -39,21 +40,5 @@ def booted_vm(tmp_path: pathlib.Path, vm_base_disk: qemu_vm.BaseDisk, request: p
         vm.cleanup()
 
 
-_MEASUREMENTS: list[tuple[str, list[tuple[str, object]]]] = []
-
-
-def pytest_runtest_logreport(report: pytest.TestReport) -> None:
-    """Keep what each test measured (its user properties) for the summary."""
-    if report.when == 'teardown' and report.user_properties:
-        _MEASUREMENTS.append((report.nodeid, list(report.user_properties)))
-
-
-def pytest_terminal_summary(terminalreporter: t.Any) -> None:
-    """Print the boot measurements: they show when a host or a change makes VMs slow."""
-    if not _MEASUREMENTS:
-        return
-    terminalreporter.write_sep('-', 'VM measurements')
-    for nodeid, properties in _MEASUREMENTS:
-        terminalreporter.write_line(nodeid.rsplit('::', 1)[-1])
-        for name, value in properties:
-            terminalreporter.write_line(f'  {name}: {value}')
+# They show when a host or a change makes VMs slow.
+pytest_runtest_logreport, pytest_terminal_summary = measurement_summary.hooks('VM measurements')

@@ -742,36 +742,16 @@ class DebianDomain(LibvirtDomain):
     def wait_for_ssh(self, timeout: float = 300.0) -> float:
         """Wait until root can log in over SSH; return seconds since start. Bounded by TIMEOUT."""
         origin = self.started_at if self.started_at is not None else time.monotonic()
-        deadline = time.monotonic() + timeout
-        last = ''
-        while True:
-            if self.state() != 'running':
-                raise self._failure(f'{self.name} is {self.state()} before SSH answered')
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise self._failure(f'SSH did not answer within {timeout:.0f}s (last ssh error: {last or "none"})')
-            try:
-                result = subprocess.run(self.ssh_command('true', connect_timeout=5), stdin=subprocess.DEVNULL, capture_output=True,
-                                        text=True, timeout=max(1.0, min(30.0, remaining)), check=False)
-            except subprocess.TimeoutExpired:
-                last = 'ssh attempt timed out'
-                continue
-            if result.returncode == 0:
-                return time.monotonic() - origin
-            last = result.stderr.strip().splitlines()[-1] if result.stderr.strip() else f'exit {result.returncode}'
-            time.sleep(1.0)
+
+        def gone() -> t.Optional[str]:
+            state = self.state()
+            return None if state == 'running' else f'{self.name} is {state} before SSH answered'
+        qemu_vm.poll_ssh(self.ssh_command, gone, timeout, self._failure)
+        return time.monotonic() - origin
 
     def inventory_vars(self) -> dict[str, t.Any]:
         """Return the host variables Ansible needs to reach this guest over SSH."""
-        return {
-            'ansible_host': '127.0.0.1',
-            'ansible_port': self.port,
-            'ansible_user': 'root',
-            'ansible_ssh_private_key_file': str(self.base.private_key),
-            'ansible_ssh_common_args': ' '.join(qemu_vm.SSH_OPTIONS),
-            'ansible_host_key_checking': False,
-            'ansible_python_interpreter': '/usr/bin/python3',
-        }
+        return qemu_vm.ssh_inventory_vars(self.port, self.base.private_key)
 
     def cleanup(self) -> None:
         """Destroy and undefine the domain, and remove the overlay."""

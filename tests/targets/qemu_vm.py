@@ -74,6 +74,47 @@ SSH_OPTIONS = [
 ]
 
 
+def ssh_inventory_vars(port: int, private_key: pathlib.Path) -> dict[str, t.Any]:
+    """Return the host variables Ansible needs to reach a test guest's root over SSH on a loopback PORT."""
+    return {
+        'ansible_host': '127.0.0.1',
+        'ansible_port': port,
+        'ansible_user': 'root',
+        'ansible_ssh_private_key_file': str(private_key),
+        'ansible_ssh_common_args': ' '.join(SSH_OPTIONS),
+        'ansible_host_key_checking': False,
+        'ansible_python_interpreter': '/usr/bin/python3',
+    }
+
+
+def poll_ssh(ssh_command: t.Callable[..., list[str]], gone: t.Callable[[], t.Optional[str]], timeout: float,
+             failure: t.Callable[[str], Exception]) -> None:
+    """Try ``ssh true`` until it works; raise FAILURE(why) when GONE says the guest stopped, or after TIMEOUT.
+
+    Shared by the plain QEMU and the libvirt guests: SSH_COMMAND(command, connect_timeout=...)
+    builds the ssh command line, GONE returns why the guest can no longer answer (or None).
+    """
+    deadline = time.monotonic() + timeout
+    last = ''
+    while True:
+        why = gone()
+        if why:
+            raise failure(why)
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise failure(f'SSH did not answer within {timeout:.0f}s (last ssh error: {last or "none"})')
+        try:
+            result = subprocess.run(ssh_command('true', connect_timeout=5), stdin=subprocess.DEVNULL, capture_output=True,
+                                    text=True, timeout=max(1.0, min(30.0, remaining)), check=False)
+        except subprocess.TimeoutExpired:
+            last = 'ssh attempt timed out'
+            continue
+        if result.returncode == 0:
+            return
+        last = result.stderr.strip().splitlines()[-1] if result.stderr.strip() else f'exit {result.returncode}'
+        time.sleep(1.0)
+
+
 class QemuVMError(RuntimeError):
     """A test VM could not be built, started, reached or stopped."""
 
@@ -433,38 +474,18 @@ class QemuVM:  # pylint: disable=too-many-instance-attributes
 
     def wait_for_ssh(self, timeout: float = 300.0) -> float:
         """Wait until root can log in over SSH; return seconds since start. Bounded by TIMEOUT."""
-        deadline = time.monotonic() + timeout
-        last = ''
-        while True:
-            if not self.running():
-                raise self._failure(f'QEMU exited (code {self.process.returncode if self.process else None}) before SSH answered')
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise self._failure(f'SSH did not answer within {timeout:.0f}s (last ssh error: {last or "none"})')
-            try:
-                result = subprocess.run(self.ssh_command('true', connect_timeout=5), stdin=subprocess.DEVNULL, capture_output=True,
-                                        text=True, timeout=max(1.0, min(30.0, remaining)), check=False)
-            except subprocess.TimeoutExpired:
-                last = 'ssh attempt timed out'
-                continue
-            if result.returncode == 0:
-                return time.monotonic() - self.started_at
-            last = result.stderr.strip().splitlines()[-1] if result.stderr.strip() else f'exit {result.returncode}'
-            time.sleep(1.0)
+        def gone() -> t.Optional[str]:
+            if self.running():
+                return None
+            return f'QEMU exited (code {self.process.returncode if self.process else None}) before SSH answered'
+        poll_ssh(self.ssh_command, gone, timeout, self._failure)
+        return time.monotonic() - self.started_at
 
     # -- Ansible ---------------------------------------------------------------------
 
     def inventory_vars(self) -> dict[str, t.Any]:
         """Return the host variables Ansible needs to reach this VM over SSH."""
-        return {
-            'ansible_host': '127.0.0.1',
-            'ansible_port': self.port,
-            'ansible_user': 'root',
-            'ansible_ssh_private_key_file': str(self.base.private_key),
-            'ansible_ssh_common_args': ' '.join(SSH_OPTIONS),
-            'ansible_host_key_checking': False,
-            'ansible_python_interpreter': '/usr/bin/python3',
-        }
+        return ssh_inventory_vars(self.port, self.base.private_key)
 
     def write_inventory(self, path: pathlib.Path | None = None, host: str = 'vm') -> pathlib.Path:
         """Write a YAML (JSON syntax) inventory with this VM as HOST; return its path."""

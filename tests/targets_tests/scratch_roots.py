@@ -4,9 +4,9 @@
 from __future__ import annotations
 
 import pathlib
-import shutil
-import subprocess
 import typing as t
+
+import mount_table
 
 
 class PlantedRoot(t.NamedTuple):
@@ -18,20 +18,5 @@ class PlantedRoot(t.NamedTuple):
     host_before: dict[str, str]
 
 
-def mounts_under(path: pathlib.Path) -> list[str]:
-    """Mount points at or below PATH in this process's mount namespace."""
-    prefix = str(path.resolve())
-    found = []
-    with open('/proc/self/mountinfo', encoding='utf-8') as mountinfo:
-        for line in mountinfo:
-            point = line.split()[4].replace('\\040', ' ')
-            if point == prefix or point.startswith(prefix + '/'):
-                found.append(point)
-    return found
-
-
-def remove_root(path: pathlib.Path) -> None:
-    """Unmount anything left below PATH (deepest first), then delete it."""
-    for point in sorted(mounts_under(path), key=len, reverse=True):
-        subprocess.run(['umount', '-l', point], check=False)
-    shutil.rmtree(path, ignore_errors=True)
+# Removing a root unmounts what the planter may have left mounted below it first.
+remove_root = mount_table.remove_scratch

@@ -9,7 +9,8 @@ import subprocess
 import pytest
 
 import residue_checks
-from scratch_roots import PlantedRoot, mounts_under
+from mount_table import mounts_under
+from scratch_roots import PlantedRoot
 
 
 def test_every_manifest_entry_exists_with_its_kind(planted_guest: PlantedRoot) -> None:

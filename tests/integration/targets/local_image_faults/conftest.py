@@ -11,37 +11,26 @@ import contextlib
 import json
 import os
 import pathlib
-import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 import typing as t
 
 import pytest
 
+TARGETS = pathlib.Path(os.environ.get('IMAGEPREP_TEST_TARGETS') or pathlib.Path(__file__).resolve().parents[3] / 'targets')
+if str(TARGETS) not in sys.path:
+    sys.path.insert(0, str(TARGETS))
+
+import measurement_summary  # noqa: E402  pylint: disable=wrong-import-position
+import mount_table  # noqa: E402  pylint: disable=wrong-import-position
+
 TMPFS_SIZE = '32m'
 # QEMU under TCG with -S reaches its monitor in well under a second; the bound is for a busy host
 QEMU_READY_TIMEOUT = 60.0
-
-
-def _mounts_under(path: pathlib.Path) -> list[str]:
-    """Mount points at or below PATH, deepest first."""
-    prefix = str(path.resolve())
-    found = []
-    with open('/proc/self/mountinfo', encoding='utf-8') as mountinfo:
-        for line in mountinfo:
-            point = line.split()[4].replace('\\040', ' ')
-            if point == prefix or point.startswith(prefix + '/'):
-                found.append(point)
-    return sorted(found, key=len, reverse=True)
-
-
-def _unmount(point: str) -> None:
-    if subprocess.run(['umount', point], capture_output=True, check=False).returncode != 0:
-        # something still has a file open there (a process the test could not end): detach it
-        subprocess.run(['umount', '--lazy', point], capture_output=True, check=True)
 
 
 @pytest.fixture
@@ -51,9 +40,7 @@ def scratch() -> t.Iterator[pathlib.Path]:
     try:
         yield path
     finally:
-        for point in _mounts_under(path):
-            _unmount(point)
-        shutil.rmtree(path, ignore_errors=True)
+        mount_table.remove_scratch(path)
 
 
 @pytest.fixture
@@ -66,7 +53,7 @@ def small_tmpfs(scratch: pathlib.Path) -> t.Iterator[pathlib.Path]:
     try:
         yield point
     finally:
-        _unmount(str(point))
+        mount_table.unmount(str(point))
 
 
 class PausedQemu:
@@ -143,21 +130,5 @@ def paused_qemu(scratch: pathlib.Path) -> t.Iterator[t.Callable[[pathlib.Path, s
             vm.stop()
 
 
-_MEASUREMENTS: list[tuple[str, list[tuple[str, object]]]] = []
-
-
-def pytest_runtest_logreport(report: pytest.TestReport) -> None:
-    """Keep what each test measured (its user properties) for the summary."""
-    if report.when == 'teardown' and report.user_properties:
-        _MEASUREMENTS.append((report.nodeid, list(report.user_properties)))
-
-
-def pytest_terminal_summary(terminalreporter: t.Any) -> None:
-    """Print the measurements: capture times, kill points, what each kill left behind."""
-    if not _MEASUREMENTS:
-        return
-    terminalreporter.write_sep('-', 'local_image fault measurements')
-    for nodeid, properties in _MEASUREMENTS:
-        terminalreporter.write_line(nodeid.rsplit('::', 1)[-1])
-        for name, value in properties:
-            terminalreporter.write_line(f'  {name}: {value}')
+# Capture times, kill points and what each kill left behind.
+pytest_runtest_logreport, pytest_terminal_summary = measurement_summary.hooks('local_image fault measurements')

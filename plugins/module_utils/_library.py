@@ -141,10 +141,15 @@ class Library:
                 raise LibraryError(f'cannot create the image library {self.path}: {exc.strerror}') from exc
         elif not self.create and not os.path.exists(os.path.join(self.path, CATALOGUE)):
             raise LibraryError(f'{self.path} is not an image library (no {CATALOGUE})')
+        catalogue = os.path.join(self.path, CATALOGUE)
         try:
-            self._lock_fd = os.open(os.path.join(self.path, LOCK_FILE), os.O_RDWR | os.O_CREAT, 0o600)
-            self._db = sqlite3.connect(os.path.join(self.path, CATALOGUE), timeout=60, isolation_level=None)
-            os.chmod(os.path.join(self.path, CATALOGUE), 0o600)
+            new = not os.path.exists(catalogue)
+            # Readers only need to read the lock file; writers create it.
+            flags = (os.O_RDWR | os.O_CREAT) if self.create else os.O_RDONLY
+            self._lock_fd = os.open(os.path.join(self.path, LOCK_FILE), flags, 0o600)
+            self._db = sqlite3.connect(catalogue, timeout=60, isolation_level=None)
+            if new:
+                os.chmod(catalogue, 0o600)
         except (OSError, sqlite3.Error) as exc:
             raise LibraryError(f'cannot open the image library {self.path}: {exc}') from exc
         self._db.row_factory = sqlite3.Row
@@ -169,6 +174,8 @@ class Library:
         return self._db
 
     def _init_schema(self) -> None:
+        if self.db.execute('PRAGMA user_version').fetchone()[0] == SCHEMA_VERSION:
+            return  # the common case, and the only one a read-only user can open
         # DDL is transactional in SQLite: two first runs at once create the schema once.
         self.db.execute('BEGIN IMMEDIATE')
         try:

@@ -19,7 +19,7 @@ def render(**overrides) -> ET.Element:
     options = {
         'name': 'imageprep-test-1-abcdef-vm',
         'disks': tuple(libvirt_host.disk_specs([{'path': '/images/os.qcow2'}, {'path': '/images/data.raw', 'format': 'raw'}])),
-        'console_log': pathlib.Path('/work/console.log'),
+        'console_log': pathlib.Path('/scratch/console.log'),
     }
     options.update(overrides)
     return ET.fromstring(libvirt_host.render_domain_xml(libvirt_host.DomainSpec(**options)))
@@ -39,7 +39,7 @@ def test_domain_xml_logs_the_console_and_has_no_graphics_nor_network():
     domain = render()
     serial = domain.find('devices/serial')
     assert serial.get('type') == 'file'
-    assert serial.find('source').get('path') == '/work/console.log'
+    assert serial.find('source').get('path') == '/scratch/console.log'
     for absent in ('devices/graphics', 'devices/video', 'devices/interface', f'{QEMU_NS}commandline'):
         assert domain.find(absent) is None, absent
     assert domain.find('features/acpi') is not None, 'virsh shutdown needs ACPI'

@@ -88,7 +88,7 @@ def test_fstab_mounts_the_virtio_disk_as_root():
 @pytest.fixture
 def vm(monkeypatch, tmp_path):
     monkeypatch.setenv('IMAGEPREP_QEMU_ACCEL', 'tcg')
-    machine = qemu_vm.QemuVM(tmp_path / 'work', base=qemu_vm.BaseDisk(tmp_path / 'base'))
+    machine = qemu_vm.QemuVM(tmp_path / 'vmdir', base=qemu_vm.BaseDisk(tmp_path / 'base'))
     machine.port = 40022
     return machine
 
@@ -99,7 +99,7 @@ def option(command, name):
 
 def test_command_boots_the_overlay_not_the_base(vm, tmp_path):
     command = vm.command()
-    assert option(command, '-drive') == [f'file={tmp_path}/work/overlay.qcow2,format=qcow2,if=virtio']
+    assert option(command, '-drive') == [f'file={tmp_path}/vmdir/overlay.qcow2,format=qcow2,if=virtio']
     assert str(vm.base.disk) not in ' '.join(command)
     assert option(command, '-kernel') == [str(tmp_path / 'base' / 'vmlinuz')]
     assert option(command, '-initrd') == [str(tmp_path / 'base' / 'initrd.img')]

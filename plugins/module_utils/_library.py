@@ -136,7 +136,8 @@ class Library:
             if not self.create:
                 raise LibraryError(f'there is no image library at {self.path}')
             try:
-                os.makedirs(self.path, mode=0o700)
+                # exist_ok: another run may create it at the same moment
+                os.makedirs(self.path, mode=0o700, exist_ok=True)
             except OSError as exc:
                 raise LibraryError(f'cannot create the image library {self.path}: {exc.strerror}') from exc
         elif not self.create and not os.path.exists(os.path.join(self.path, CATALOGUE)):

@@ -139,3 +139,18 @@ def test_reader_does_not_create_a_library(tmp_path):
         with library_mod.Library(str(tmp_path / 'none'), create=False):
             pass
     assert not (tmp_path / 'none').exists()
+
+
+def test_a_library_created_by_another_run_at_the_same_moment_is_used(tmp_path, monkeypatch):
+    # The other run creates the directory between our check and our makedirs.
+    path = tmp_path / 'lib'
+    real_isdir = os.path.isdir
+
+    def isdir_then_create(candidate):
+        if str(candidate) == str(path) and not path.exists():
+            path.mkdir()
+            return False
+        return real_isdir(candidate)
+    monkeypatch.setattr(os.path, 'isdir', isdir_then_create)
+    with library_mod.Library(str(path)) as library, library.lock(exclusive=True):
+        assert library.versions('web') == []

@@ -243,7 +243,7 @@ image:
         source: {description: The file it was captured from., type: str}
         source_format: {description: The format it was read as., type: str}
 removed:
-  description: Versions removed (O(state=absent), O(keep_versions), or replaced with O(force=true)).
+  description: Versions removed by O(state=absent) or O(keep_versions). A version replaced with O(force=true) is not listed; RV(msg) says it was replaced.
   returned: always
   type: list
   elements: str

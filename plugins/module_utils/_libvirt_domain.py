@@ -102,7 +102,7 @@ def read_domain(run_command: RunCommand, uri: str, name: str) -> dict:
     return info
 
 
-def describe(info: dict) -> t.Optional[str]:
+def capture_problem(info: dict) -> t.Optional[str]:
     """Return why a domain in INFO's state cannot be captured consistently, or None."""
     if info['state'] != SHUT_OFF:
         return f"the domain is {info['state']}; it must be shut off"

@@ -443,7 +443,7 @@ class LocalImageManager:
         defaults = {'firmware': 'bios', 'architecture': 'x86_64'}
         if params['libvirt_domain']:
             domain = libvirt_mod.read_domain(self.module.run_command, params['libvirt_uri'], params['libvirt_domain'])
-            in_use = libvirt_mod.describe(domain)
+            in_use = libvirt_mod.capture_problem(domain)
             if in_use and not params['force']:
                 raise LocalImageError(f"cannot capture libvirt domain {params['libvirt_domain']}: {in_use} "
                                       '(or set force=true for a crash-consistent copy)')

@@ -52,7 +52,7 @@ def test_unusable_definitions(text, message):
 
 @pytest.mark.parametrize('state, problem', [('shut off', False), ('running', True), ('paused', True), ('in shutdown', True)])
 def test_only_a_shut_off_domain_is_consistent(state, problem):
-    assert (libvirt_domain.describe({'state': state}) is not None) is problem
+    assert (libvirt_domain.capture_problem({'state': state}) is not None) is problem
 
 
 def test_virsh_failure_is_reported():

@@ -16,7 +16,8 @@ def control_node_problem(transport: str, root: object, allowed: object) -> str |
     """Why the task must not run (None when it may): the running root of the control node, not allowed."""
     if transport not in LOCAL_CONNECTIONS or boolean(allowed, strict=False):
         return None
-    if os.path.normpath(str(root or '/')) != '/':
+    # the connection is local, so the target's paths are this machine's: // and links to / are /
+    if os.path.realpath(str(root or '/')) != '/':
         return None
     return ('refusing to deprovision the control node: the connection is local and root is /. '
             'Point root at an offline image root, run against the VM over SSH, or set '

@@ -498,7 +498,7 @@ UDEV_MAC_RE = re.compile(r'^.*ATTR\{address\}==.*$\n?', re.MULTILINE)
 def rewrite_network(path: str, text: str) -> str:
     """TEXT of a network configuration file without what names the old NIC or connection."""
     if path.startswith('/etc/netplan/'):
-        return NETPLAN_MAC_RE.sub('', text)
+        return rewrite_netplan(text)
     if path.startswith('/etc/udev/'):
         return UDEV_MAC_RE.sub('', text)
     if path.startswith('/etc/network/interfaces'):
@@ -510,6 +510,23 @@ def rewrite_network(path: str, text: str) -> str:
     if os.path.basename(path) == 'ifcfg-lo':
         return text
     return MAC_LINE_RE.sub('', text)
+
+
+def rewrite_netplan(text: str) -> str:
+    """A netplan file without MAC matches; a set-name needs its match, so it goes too, and so does a match left empty."""
+    if not NETPLAN_MAC_RE.search(text):
+        return text
+    lines = [line for line in text.splitlines(keepends=True)
+             if not re.match(r'^\s*(macaddress|set-name):', line)]
+    kept = []
+    for index, line in enumerate(lines):
+        match = re.match(r'^(\s*)match:\s*$', line)
+        if match:
+            following = next((l for l in lines[index + 1:] if l.strip()), '')
+            if len(following) - len(following.lstrip()) <= len(match.group(1)):
+                continue
+        kept.append(line)
+    return ''.join(kept)
 
 
 def network_item(target: Target, path: str, cloud_init: bool) -> t.Optional[Item]:
@@ -580,7 +597,9 @@ def plan_category(target: Target, name: str, options: Options) -> list[Item]:
             continue
         if rule.reset == 'report':
             continue
-        for path in _expand(target, rule, keep):
+        # a missing /etc/machine-id (older cloud-init clean --machine-id deletes it) is written back
+        paths = [rule.pattern] if rule.reset == 'first_boot' else _expand(target, rule, keep)
+        for path in paths:
             if fs.foreign(path) or _keep_on_live(target, path) or path in FINAL_PASS_PATHS:
                 continue
             # one file reached twice (/var/spool/mail is a link to /var/mail on Debian) is one item
@@ -589,7 +608,7 @@ def plan_category(target: Target, name: str, options: Options) -> list[Item]:
                 continue
             reached.add(real)
             st = fs.lstat(path)
-            if st is None:
+            if st is None and rule.reset != 'first_boot':
                 continue
             if rule.reset == 'delete':
                 items.append(Item(name, path, 'delete'))
@@ -599,14 +618,14 @@ def plan_category(target: Target, name: str, options: Options) -> list[Item]:
                     if not fs.foreign(child_path) and not _keep_on_live(target, child_path):
                         items.append(Item(name, child_path, 'delete'))
             elif rule.reset == 'truncate':
-                if stat.S_ISREG(st.st_mode) and st.st_size > 0:
+                if st is not None and stat.S_ISREG(st.st_mode) and st.st_size > 0:
                     items.append(Item(name, path, 'truncate'))
             elif rule.reset == 'first_boot':
                 wanted = first_boot_machine_id(target)
                 if fs.read_bytes(path) != wanted:
                     items.append(Item(name, path, 'first_boot', wanted.decode().strip() or '(empty)'))
             elif rule.reset == 'link':
-                if not (stat.S_ISLNK(st.st_mode) and os.readlink(fs.host(path)) in ('/etc/machine-id', '../../../etc/machine-id')):
+                if st is not None and not (stat.S_ISLNK(st.st_mode) and os.readlink(fs.host(path)) in ('/etc/machine-id', '../../../etc/machine-id')):
                     items.append(Item(name, path, 'link', '/etc/machine-id'))
             elif rule.reset == 'lock':
                 if _root_password_set(fs.read_text(path) or ''):
@@ -626,8 +645,8 @@ def plan_category(target: Target, name: str, options: Options) -> list[Item]:
             continue
         if item.action == 'delete' and any(item.path.startswith(d.rstrip('/') + '/') for d in deleted if d != item.path):
             continue
-        if (item.path, item.action) not in seen:
-            seen.add((item.path, item.action))
+        if (item.path, item.action, item.detail) not in seen:
+            seen.add((item.path, item.action, item.detail))
             result.append(item)
     return result
 
@@ -667,7 +686,8 @@ def plan(target: Target, options: Options) -> list[Item]:
             continue
         for item in plan_category(target, name, options):
             # a path two categories name belongs to the first (a vendor tool's category comes first)
-            if item.action in ('run', 'account', 'defer') or item.path not in claimed:
+            if item.action in ('run', 'account', 'defer') or item.category == 'provisioning_account' \
+                    or item.path not in claimed:
                 claimed.add(item.path)
                 items.append(item)
     return items
@@ -685,18 +705,26 @@ def cloud_init_clean_args(help_text: str) -> list[str]:
     return args
 
 
-def _run_in_root(target: Target, run_command: RunCommand, argv: list[str]) -> tuple[int, str, str]:
-    if target.fs.path != '/':
-        argv = ['chroot', target.fs.path] + argv
-    return run_command(argv)
+def in_root(target: Target, argv: list[str], running: bool) -> list[str]:
+    """ARGV as the root's own program: through chroot on an offline root, never this machine's copy.
+
+    Unless the root is the running system, the tool also gets private UTS, IPC, network and PID
+    namespaces (a mount namespace cannot be made inside a chroot): waagent sets the kernel's host name when it deprovisions, and a chroot
+    alone would rename the machine the image is being made on.
+    """
+    if running:
+        return argv
+    chroot = ['chroot', target.fs.path] if target.fs.path != '/' else []
+    return ['unshare', '--uts', '--ipc', '--net', '--pid', '--fork'] + chroot + argv
 
 
-def run_tool(target: Target, run_command: RunCommand, name: str) -> list[dict[str, str]]:
+def run_tool(target: Target, run_command: RunCommand, name: str, running: bool) -> list[dict[str, str]]:
     """Run the vendor tool NAME of the root; return what was run, as data."""
     runs: list[dict[str, str]] = []
 
     def run(argv: list[str], tolerate: bool = False) -> tuple[int, str, str]:
-        rc, out, err = _run_in_root(target, run_command, argv)
+        argv = in_root(target, argv, running)
+        rc, out, err = run_command(argv)
         runs.append({'command': ' '.join(argv), 'rc': str(rc)})
         if rc != 0 and not tolerate:
             raise ResidueError(f"{' '.join(argv)} failed (rc {rc}): {(err or out).strip()[-2000:]}")
@@ -720,26 +748,31 @@ def run_tool(target: Target, run_command: RunCommand, name: str) -> list[dict[st
     return runs
 
 
-def _save_resolv_conf(fs: RootFS) -> t.Optional[tuple[str, t.Union[str, bytes]]]:
+def _save_resolv_conf(fs: RootFS) -> t.Optional[tuple[str, t.Union[str, bytes], t.Optional[os.stat_result]]]:
     st = fs.lstat('/etc/resolv.conf')
     if st is None:
         return None
     if stat.S_ISLNK(st.st_mode):
-        return ('link', os.readlink(fs.host('/etc/resolv.conf')))
+        return ('link', os.readlink(fs.host('/etc/resolv.conf')), None)
     data = fs.read_bytes('/etc/resolv.conf')
-    return ('file', data) if data is not None else None
+    return ('file', data, st) if data is not None else None
 
 
-def _restore_resolv_conf(fs: RootFS, saved: t.Optional[tuple[str, t.Union[str, bytes]]]) -> None:
+def _restore_resolv_conf(fs: RootFS, saved: t.Optional[tuple[str, t.Union[str, bytes], t.Optional[os.stat_result]]]) -> None:
+    """Put /etc/resolv.conf back as it was (waagent deletes it; a clone without it has no DNS until DHCP)."""
     if saved is None or fs.foreign('/etc/resolv.conf'):
         return
-    kind, value = saved
-    st = fs.lstat('/etc/resolv.conf')
+    kind, value, st = saved
+    current = fs.lstat('/etc/resolv.conf')
     if kind == 'link':
-        if st is None or not stat.S_ISLNK(st.st_mode) or os.readlink(fs.host('/etc/resolv.conf')) != value:
+        if current is None or not stat.S_ISLNK(current.st_mode) or os.readlink(fs.host('/etc/resolv.conf')) != value:
             fs.symlink(str(value), '/etc/resolv.conf')
-    elif fs.read_bytes('/etc/resolv.conf') != value:
+        return
+    if fs.read_bytes('/etc/resolv.conf') != value:
         fs.write('/etc/resolv.conf', t.cast(bytes, value))
+    if st is not None:
+        os.chmod(fs.host('/etc/resolv.conf'), stat.S_IMODE(st.st_mode))
+        os.chown(fs.host('/etc/resolv.conf'), st.st_uid, st.st_gid)
 
 
 def apply_item(target: Target, item: Item, accounts: t.Mapping[str, Account]) -> None:
@@ -781,7 +814,8 @@ def apply_item(target: Target, item: Item, accounts: t.Mapping[str, Account]) ->
             fs.delete(account.home)
 
 
-def apply(target: Target, options: Options, items: t.Sequence[Item], run_command: RunCommand) -> dict[str, list]:
+def apply(target: Target, options: Options, items: t.Sequence[Item], run_command: RunCommand,
+          running: bool) -> dict[str, list]:
     """Reset ITEMS (the plan of OPTIONS): vendor tools first, then the files, planned again after the tools.
 
     Returns ``{'tools': [...], 'items': [...]}``: the tools that ran and every item reset, including
@@ -792,7 +826,7 @@ def apply(target: Target, options: Options, items: t.Sequence[Item], run_command
     tools: list[dict[str, str]] = []
     for item in items:
         if item.action == 'run':
-            tools += run_tool(target, run_command, item.path)
+            tools += run_tool(target, run_command, item.path, running)
     if tools:
         target = Target(target.fs)
         replanned = [i for i in plan(target, options._replace(remove_users=named)) if i.action != 'run']
@@ -802,8 +836,10 @@ def apply(target: Target, options: Options, items: t.Sequence[Item], run_command
     for item in replanned:
         if item.action != 'defer':
             apply_item(target, item, accounts)
-    done = [i for i in items if i.action == 'run'] + replanned
-    return {'tools': tools, 'items': list(dict.fromkeys(done))}
+    # what the tools removed was planned first; what they left or wrote was planned again
+    planned_paths = {i.path for i in items}
+    done = list(items) + [i for i in replanned if i.path not in planned_paths]
+    return {'tools': tools, 'items': done}
 
 
 # -- the final pass ----------------------------------------------------------------------

@@ -298,8 +298,9 @@ class RootFS:
                 handle.flush()
                 os.fsync(handle.fileno())
             if st is not None:
-                os.chmod(tmp, stat.S_IMODE(st.st_mode))
+                # chown clears set-user-ID and set-group-ID bits: chmod after it
                 os.chown(tmp, st.st_uid, st.st_gid)
+                os.chmod(tmp, stat.S_IMODE(st.st_mode))
             else:
                 os.chmod(tmp, mode)
             try:

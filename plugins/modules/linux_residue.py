@@ -265,7 +265,7 @@ class LinuxResidue:
         if self.module.check_mode:
             result['msg'] = f'{len(items)} item(s) would be removed or reset' if changed else 'no residue to remove'
             return result
-        done = residue.apply(self.target, self.options, items, self.module.run_command)
+        done = residue.apply(self.target, self.options, items, self.module.run_command, self.running)
         result['tools'] = done['tools']
         result['removed'] = group(done['items'])
         if final_files:

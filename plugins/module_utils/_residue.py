@@ -209,8 +209,9 @@ CATALOGUE: tuple[Category, ...] = (
                     '/var/log/journal/*', '/run/log/journal/*', '/var/log/anaconda', '/root/anaconda-ks.cfg',
                     '/root/original-ks.cfg', '/root/install.log', '/root/install.log.syslog', '/var/log/installer')
              + _rules('truncate', '/var/log/**/*')),
-    Category('tmp_files', 'hygiene', 'Everything in /tmp and /var/tmp (on a live system, not the sockets of running services).',
-             True, _rules('empty', '/tmp', '/var/tmp')),
+    Category('tmp_files', 'hygiene', 'Everything in /tmp and /var/tmp (on a live system, not the sockets of running services), '
+             'and what Ansible left in ~/.ansible (on a live system, the final pass removes it).',
+             True, _rules('empty', '/tmp', '/var/tmp') + _rules('delete', '~/.ansible')),
     Category('package_caches', 'hygiene',
              'Downloaded packages and repository metadata of apt, dnf, yum, zypper and pacman, removed by file so '
              'it works offline without the tool (apt then needs `apt update`).', True,
@@ -564,11 +565,18 @@ def _expand(target: Target, rule: Rule, keep_users: t.Collection[str]) -> list[s
     return paths
 
 
+def _empty_ansible_dir(fs: RootFS, path: str) -> bool:
+    """Whether PATH is a ~/.ansible holding only an empty tmp directory (what every play leaves; no residue)."""
+    return path.endswith('/.ansible') and fs.listdir(path) in ([], ['tmp']) and not fs.listdir(path + '/tmp')
+
+
 def _keep_on_live(target: Target, path: str) -> bool:
     """Whether PATH is in use by the running system (only on a live root)."""
     if not target.fs.live:
         return False
     parent, name = os.path.split(path)
+    if name == '.ansible':
+        return True  # the running play's own working directory; the final pass removes it
     if parent in ('/tmp', '/var/tmp'):
         return any(fnmatch.fnmatchcase(name, pattern) for pattern in LIVE_TMP_KEEP)
     return False
@@ -600,7 +608,7 @@ def plan_category(target: Target, name: str, options: Options) -> list[Item]:
         # a missing /etc/machine-id (older cloud-init clean --machine-id deletes it) is written back
         paths = [rule.pattern] if rule.reset == 'first_boot' else _expand(target, rule, keep)
         for path in paths:
-            if fs.foreign(path) or _keep_on_live(target, path) or path in FINAL_PASS_PATHS:
+            if fs.foreign(path) or _keep_on_live(target, path) or path in FINAL_PASS_PATHS or _empty_ansible_dir(fs, path):
                 continue
             # one file reached twice (/var/spool/mail is a link to /var/mail on Debian) is one item
             real = os.path.join(fs.host(os.path.dirname(path), follow=True), os.path.basename(path))
@@ -845,7 +853,7 @@ def apply(target: Target, options: Options, items: t.Sequence[Item], run_command
 # -- the final pass ----------------------------------------------------------------------
 def final_pass_files(target: Target, defer_users: t.Sequence[str], remove_users: t.Sequence[str]) -> dict[str, bytes]:
     """Files the final pass consists of (unit, script, marker), keyed by guest path."""
-    marker = {'categories': list(LIVE_WRITTEN) + ['tmp_files', 'backup_files'],
+    marker = {'categories': list(LIVE_WRITTEN) + ['tmp_files', 'backup_files', 'random_seed'],
               'users': sorted(defer_users), 'remove_users': sorted(remove_users)}
     lines = [
         '#!/bin/sh',
@@ -867,6 +875,10 @@ def final_pass_files(target: Target, defer_users: t.Sequence[str], remove_users:
             lines.append('rm -f ' + ' '.join(f'{home}/{n}' for n in HISTORY_NAMES))
     lines += [
         'rm -f /etc/passwd- /etc/shadow- /etc/group- /etc/gshadow- /etc/subuid- /etc/subgid-',
+        # systemd-random-seed saved a new seed when it stopped, just before this pass
+        'rm -f /var/lib/systemd/random-seed /var/lib/systemd/credential.secret',
+        # what Ansible left in the homes of the accounts that ran the play
+        'rm -rf /root/.ansible /home/*/.ansible',
         r"find /var/log -xdev -type f \( -name '*.[0-9]' -o -name '*.gz' -o -name '*.xz' -o -name '*.bz2' -o -name '*.zst'"
         r" -o -name '*.old' -o -name '*-[0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9]' \) -delete",
         'find /var/log/journal -mindepth 1 -delete 2>/dev/null',
@@ -885,7 +897,8 @@ def final_pass_files(target: Target, defer_users: t.Sequence[str], remove_users:
         'After=local-fs.target systemd-journald.service',
         # stopped after (ExecStop runs once) everything that writes logs, logins or agent state
         'Before=shutdown.target ssh.service sshd.service cron.service crond.service rsyslog.service '
-        'systemd-journal-flush.service systemd-update-utmp.service walinuxagent.service waagent.service '
+        'systemd-journal-flush.service systemd-update-utmp.service systemd-random-seed.service '
+        'walinuxagent.service waagent.service '
         'cloud-init.service cloud-final.service systemd-logind.service user.slice',
         'Conflicts=shutdown.target',
         'RequiresMountsFor=/var/log /etc /home',
@@ -1076,11 +1089,15 @@ def deferred(finding: Finding, marker: t.Mapping[str, t.Any], target: Target) ->
     """Whether FINDING is left for the pending final pass that MARKER describes."""
     if finding.category in marker.get('categories', ()):
         return True
+    # the final pass removes the journal, with the directory named after the old machine id
+    if 'logs' in marker.get('categories', ()) and finding.path.startswith(('/var/log/journal/', '/run/log/journal/')):
+        return True
     users = set(marker.get('users', ())) | set(marker.get('remove_users', ()))
     homes = [a.home.rstrip('/') + '/' for a in target.accounts if a.name in users]
     if any(finding.path.startswith(h) for h in homes) and finding.category in ('user_ssh_keys', 'shell_history',
                                                                                'provisioning_account', 'backup_files'):
         return True
     if finding.category == 'provisioning_account':
-        return any(u in finding.found.split() or finding.path.endswith(f'/{u}') for u in marker.get('remove_users', ()))
+        named = set(re.findall(r'[a-z_][a-z0-9_.-]*', finding.found))
+        return any(u in named or finding.path.endswith(f'/{u}') for u in marker.get('remove_users', ()))
     return False

@@ -338,11 +338,14 @@ class QemuVM:  # pylint: disable=too-many-instance-attributes
     ``workdir``. Use it as a context manager, or call ``cleanup()`` yourself.
     """
 
-    def __init__(self, workdir: pathlib.Path, memory_mb: int = 1024, cpus: int = 2, base: BaseDisk | None = None) -> None:
+    def __init__(self, workdir: pathlib.Path, memory_mb: int = 1024, cpus: int = 2, base: BaseDisk | None = None,
+                 backing: pathlib.Path | None = None) -> None:
         self.workdir = pathlib.Path(workdir)
         self.memory_mb = memory_mb
         self.cpus = cpus
         self.base = base or build()
+        # the raw disk the overlay sits on: the cached base, or e.g. a deprovisioned copy of it (a clone's image)
+        self.backing = backing or self.base.disk
         self.overlay = self.workdir / 'overlay.qcow2'
         self.console_log = self.workdir / 'console.log'
         self.qemu_log = self.workdir / 'qemu.log'
@@ -382,7 +385,7 @@ class QemuVM:  # pylint: disable=too-many-instance-attributes
             raise QemuVMError('this VM was already started')
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.overlay.unlink(missing_ok=True)
-        subprocess.run(['qemu-img', 'create', '-q', '-f', 'qcow2', '-F', 'raw', '-b', str(self.base.disk), str(self.overlay)],
+        subprocess.run(['qemu-img', 'create', '-q', '-f', 'qcow2', '-F', 'raw', '-b', str(self.backing), str(self.overlay)],
                        check=True)
         for attempt in range(1, attempts + 1):
             self.port = free_port()

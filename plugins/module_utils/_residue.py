@@ -112,7 +112,8 @@ ARCH = ('archlinux',)
 CATALOGUE: tuple[Category, ...] = (
     Category('registration', 'identity',
              'Subscription and registration identity: RHSM consumer and entitlement certificates, RHN systemid, yum '
-             'uuid, Insights machine id, SUSEConnect and SCC credentials, zypp AnonymousUniqueId, Ubuntu Pro token. '
+             'uuid, Insights machine id, SUSEConnect and SCC credentials, zypp AnonymousUniqueId, Ubuntu Pro token, '
+             "smolt's hardware uuid, the Puppet agent's certificates and state. "
              'The vendor tool unregisters first when it is installed.', True,
              _rules('run', 'subscription-manager', families=RH)
              + _rules('run', 'SUSEConnect', families=SUSE)
@@ -121,6 +122,9 @@ CATALOGUE: tuple[Category, ...] = (
                       '/var/lib/rhsm/cache/*', '/var/lib/rhsm/facts/*', families=RH)
              + _rules('delete', '/etc/zypp/credentials.d/SCCcredentials', '/etc/SUSEConnect',
                       '/var/lib/zypp/AnonymousUniqueId', families=SUSE)
+             + _rules('delete', '/etc/sysconfig/hw-uuid', '/etc/smolt/uuid', '/etc/smolt/hw-uuid', '/var/lib/puppet/ssl/*',
+                      '/etc/puppetlabs/puppet/ssl/*', '/var/lib/puppet/client_data/*', '/var/lib/puppet/client_yaml/*',
+                      '/var/lib/puppet/clientbucket/*', '/var/lib/puppet/state/*', '/opt/puppetlabs/puppet/cache/client_data/*')
              + _rules('delete', '/var/lib/ubuntu-advantage/private/*', '/var/lib/ubuntu-advantage/machine-id',
                       families=DEB)),
     Category('cloud_init_state', 'hygiene',
@@ -163,7 +167,8 @@ CATALOGUE: tuple[Category, ...] = (
              _rules('delete', '/var/lib/dhcp/*.lease*', '/var/lib/dhcp/dhclient*', '/var/lib/dhclient/*',
                     '/var/lib/dhcpcd/*.lease*', '/var/lib/dhcpcd/*/*.lease*', '/var/lib/dhcpcd5/*.lease*',
                     '/var/lib/NetworkManager/*.lease', '/var/lib/NetworkManager/dhclient*.conf', '/run/systemd/netif/leases/*',
-                    '/var/lib/systemd/network/*.lease', '/var/lib/wicked/lease-*', '/var/db/dhclient.leases*')),
+                    '/var/lib/systemd/network/*.lease', '/var/lib/wicked/lease-*', '/var/db/dhclient.leases*',
+                    '/var/lib/dhcpd/*', '/var/lib/dhcp/dhcpd.leases*')),
     Category('network_identity', 'identity',
              'What ties the network configuration to the old NIC: udev persistent-net rules, HWADDR/UUID in ifcfg '
              'files, uuid and mac-address in NetworkManager keyfiles, MAC matches in systemd-networkd files, '
@@ -178,9 +183,9 @@ CATALOGUE: tuple[Category, ...] = (
                       rewriter='network')),
     Category('lvm_devices', 'identity',
              "LVM's devices file (/etc/lvm/devices/system.devices) names the old disks' IDs; without it LVM scans; "
-             'its metadata backups name the old host.', True,
+             'its metadata backups name the old host; the blkid cache names the old file systems.', True,
              _rules('delete', '/etc/lvm/devices/system.devices', '/etc/lvm/cache/.cache', '/etc/lvm/archive/*',
-                    '/etc/lvm/backup/*')),
+                    '/etc/lvm/backup/*', '/etc/blkid/blkid.tab*', '/etc/blkid.tab*')),
     Category('user_ssh_keys', 'secret',
              'authorized_keys, private and public keys and known_hosts in ~/.ssh of root and every user '
              '(keep_users opts a user out).', True,
@@ -200,14 +205,15 @@ CATALOGUE: tuple[Category, ...] = (
              True,
              _rules('empty', '/var/lib/sss/db', '/var/lib/sss/mc', '/var/lib/sss/secrets', '/var/lib/sss/pubconf/krb5.include.d')
              + _rules('delete', '/var/lib/ipa-client/sysrestore/*', '/var/lib/ipa-client/pki/*',
-                      '/var/lib/samba/private/secrets.tdb', '/var/lib/samba/private/secrets.ldb', '/var/lib/realmd/*')),
+                      '/var/lib/samba/*/*', '/var/lib/realmd/*', '/etc/ipa/*')),
     Category('logs', 'hygiene',
              'Rotated logs deleted; current logs (syslog, auth, audit, wtmp, btmp, lastlog, ...) truncated; '
              'journal files and the old machine-id journal directories removed; installer logs.', True,
              _rules('delete', '/var/log/**/*.[0-9]', '/var/log/**/*.[0-9].log', '/var/log/**/*.gz', '/var/log/**/*.xz',
                     '/var/log/**/*.bz2', '/var/log/**/*.zst', '/var/log/**/*.old', '/var/log/**/*-[0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9]',
                     '/var/log/journal/*', '/run/log/journal/*', '/var/log/anaconda', '/root/anaconda-ks.cfg',
-                    '/root/original-ks.cfg', '/root/install.log', '/root/install.log.syslog', '/var/log/installer')
+                    '/root/original-ks.cfg', '/root/install.log', '/root/install.log.syslog', '/var/log/installer',
+                    '/var/account/pacct*', '/run/utmp', '/run/faillock/*', '/run/console/*', '/run/sepermit/*')
              + _rules('truncate', '/var/log/**/*')),
     Category('tmp_files', 'hygiene', 'Everything in /tmp and /var/tmp (on a live system, not the sockets of running services), '
              'and what Ansible left in ~/.ansible (on a live system, the final pass removes it).',
@@ -218,12 +224,13 @@ CATALOGUE: tuple[Category, ...] = (
              _rules('delete', '/var/cache/apt/archives/*.deb', '/var/cache/apt/archives/partial/*', '/var/cache/apt/*.bin',
                     '/var/lib/apt/lists/*_*', '/var/lib/apt/lists/partial/*', families=DEB)
              + _rules('empty', '/var/cache/dnf', '/var/cache/yum', families=RH)
+             + _rules('delete', '/var/lib/rpm/__db.*', families=RH + SUSE)
              + _rules('empty', '/var/cache/zypp/packages', '/var/cache/zypp/raw', '/var/cache/zypp/solv', families=SUSE)
              + _rules('delete', '/var/cache/pacman/pkg/*', families=ARCH)),
     Category('crash_dumps', 'hygiene', 'Kernel crash dumps and core files (kdump, apport, systemd-coredump, abrt).', True,
              _rules('empty', '/var/crash', '/var/lib/systemd/coredump', '/var/spool/abrt', '/var/lib/apport/coredump')),
-    Category('mail_spool', 'hygiene', 'Local mail of root and users.', True,
-             _rules('delete', '/var/mail/*', '/var/spool/mail/*')),
+    Category('mail_spool', 'hygiene', "Local mail of root and users, and the Dovecot server's data.", True,
+             _rules('delete', '/var/mail/*', '/var/spool/mail/*', '/var/lib/dovecot/*')),
     Category('cron_spool', 'hygiene', "Users' crontabs and at jobs. Off by default: they may be the image's purpose.", False,
              _rules('delete', '/var/spool/cron/crontabs/*', '/var/spool/cron/tabs/*', '/var/spool/cron/atjobs/*',
                     '/var/spool/cron/atspool/*', '/var/spool/at/*', '/var/spool/atjobs/*', '/var/spool/atspool/*')
@@ -491,7 +498,8 @@ def _is_loopback(address: str) -> bool:
 
 
 MAC_LINE_RE = re.compile(
-    r'^\s*(HWADDR|MACADDR|LLADDR|UUID|uuid|mac-address|MACAddress|PermanentMACAddress)\s*=.*$\n?', re.MULTILINE)
+    r'^\s*(HWADDR|MACADDR|LLADDR|UUID|HOSTNAME|DHCP_HOSTNAME|uuid|mac-address|MACAddress|PermanentMACAddress)\s*=.*$\n?',
+    re.MULTILINE)
 NETPLAN_MAC_RE = re.compile(r'^\s*macaddress:.*$\n?', re.MULTILINE)
 UDEV_MAC_RE = re.compile(r'^.*ATTR\{address\}==.*$\n?', re.MULTILINE)
 

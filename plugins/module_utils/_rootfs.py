@@ -67,6 +67,19 @@ def read_mounts(mountinfo: str = '/proc/self/mountinfo') -> list[tuple[str, str]
     return mounts
 
 
+def _copy_security_label(source: str, dest: str) -> None:
+    """Give DEST the SELinux label of SOURCE (a replaced /etc/shadow keeps shadow_t); no label, nothing to do."""
+    try:
+        label = os.getxattr(source, 'security.selinux', follow_symlinks=False)
+    except OSError:
+        return
+    try:
+        os.setxattr(dest, 'security.selinux', label, follow_symlinks=False)
+    except OSError as exc:
+        if exc.errno not in (errno.ENOTSUP, errno.EOPNOTSUPP, errno.EPERM, errno.EACCES):
+            raise
+
+
 class RootFS:
     """A Linux root at PATH on this machine, with root-confined path resolution."""
 
@@ -301,6 +314,7 @@ class RootFS:
                 # chown clears set-user-ID and set-group-ID bits: chmod after it
                 os.chown(tmp, st.st_uid, st.st_gid)
                 os.chmod(tmp, stat.S_IMODE(st.st_mode))
+                _copy_security_label(host, tmp)
             else:
                 os.chmod(tmp, mode)
             try:

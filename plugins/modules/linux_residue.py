@@ -22,7 +22,7 @@ description:
     inside it with C(chroot), never the copies of this machine.
   - Provisioning accounts are found in the agents' own state (waagent's C(ovf-env.xml),
     cloud-init's sudoers file and instance data) before anything removes it.
-  - The account running the play can be removed safely with O(defer_users) and O(final_pass):
+  - The account running the play can be removed safely with O(defer_users) and O(final_pass);
     a one-shot unit removes it late in shutdown, together with the logs the system keeps writing
     until then, and removes itself.
   - Through a local connection the module refuses O(root=/) (that would deprovision the
@@ -99,7 +99,7 @@ options:
   final_pass:
     description:
       - On a live system, install a one-shot systemd unit whose stop step runs late in shutdown,
-        after SSH, cron, the agents, login accounting and the journal flush have stopped: it
+        after SSH, cron, the agents, login accounting and the journal flush have stopped. It
         removes the deferred accounts, truncates the logs written since, removes the journal
         files and what is in C(/tmp), then removes itself. The O(categories) that the running
         system keeps writing (V(logs)) are then left to it.
@@ -121,7 +121,8 @@ notes:
   - Check mode lists the items; diff mode shows the paths per category before and after.
 seealso:
   - module: imageprep.vm.linux_residue_info
-  - role: imageprep.vm.linux_deprovision
+  - plugin: imageprep.vm.linux_deprovision
+    plugin_type: role
     description: Policy and order around this module, per distribution.
 """
 

@@ -18,7 +18,7 @@ description:
     C(/var/lib/dbus), journal directories named after an old machine id, host keys that
     C(sshd_config) names elsewhere, sudo rules for accounts that no longer exist, any history
     file in a home, any DHCP lease, any non-empty log.
-  - Private keys outside home directories are only ever reported (category V(private_keys)):
+  - Private keys outside home directories are only ever reported (category V(private_keys));
     the removal never guesses whether a service needs them.
   - While a final pass installed by M(imageprep.vm.linux_residue) is pending, the findings it
     will remove at shutdown are returned in RV(deferred_findings) and do not make the root unclean.
@@ -26,11 +26,12 @@ author:
   - imageprep.vm developers (@imageprep)
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
-  - ansible.builtin.action_common_attributes.info_module
 attributes:
   check_mode:
     support: full
     details: The module changes nothing; it runs the same in check mode.
+  diff_mode:
+    support: none
   platform:
     platforms: posix
   idempotent:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import pathlib
+import re
 import stat
 import subprocess
 import textwrap
@@ -767,3 +769,15 @@ def test_audit_finds_residue_planted_after_cleanup(cleaned, plant, category, pat
         else:
             fs.delete('/var/lib/dbus/machine-id')
     assert residue.audit(target_of(root), options) == already
+
+
+def test_the_documented_catalogue_table_matches_the_catalogue():
+    doc = (pathlib.Path(__file__).resolve().parents[4] / 'docs' / 'linux-deprovisioning.md').read_text(encoding='utf-8')
+    rows = {match.group(1): (match.group(2), match.group(3))
+            for match in re.finditer(r'^\| `([a-z_]+)` \| (secret|identity|hygiene) \| (yes|no) \|', doc, re.MULTILINE)}
+    assert rows == {c.name: (c.severity, 'yes' if c.default else 'no') for c in residue.CATALOGUE}
+    for category in residue.CATALOGUE:
+        row = next(line for line in doc.splitlines() if line.startswith(f'| `{category.name}` |'))
+        for rule in category.rules:
+            if rule.reset not in ('account', 'report'):
+                assert f'`{rule.pattern}`' in row, (category.name, rule.pattern)

@@ -341,8 +341,9 @@ class Runner:
             playbook.write_text(OFFLINE_PLAYBOOK.format(root=json.dumps(str(self.point))), encoding='utf-8')
             started = time.perf_counter()
             with mounted(disk, self.point):
-                self._timed(tool, NAMESPACES + [self.args.ansible_playbook, '-e', f'ansible_python_interpreter={self.args.python}',
-                                          str(playbook)], log, env=self.ansible_env)
+                argv = NAMESPACES + [self.args.ansible_playbook, '-e', f'ansible_python_interpreter={self.args.python}',
+                                     str(playbook)]
+                self._timed(tool, argv, log, env=self.ansible_env)
             return time.perf_counter() - started
         with mounted(disk, self.point) as root:
             if tool == 'ours-chroot':

@@ -34,7 +34,7 @@ import stat
 import typing as t
 import xml.etree.ElementTree as ET
 
-from ansible_collections.imageprep.vm.plugins.module_utils._rootfs import RootError, RootFS
+from ansible_collections.imageprep.vm.plugins.module_utils._rootfs import RootFS
 
 RunCommand = t.Callable[..., t.Tuple[int, str, str]]
 

@@ -119,11 +119,10 @@ options:
 notes:
   - Needs root privileges (C(become=true)).
   - Check mode lists the items; diff mode shows the paths per category before and after.
+  - The role C(imageprep.vm.linux_deprovision) puts this module in order with the agents, the
+    first-boot identity, the audit and the power-off, per distribution.
 seealso:
   - module: imageprep.vm.linux_residue_info
-  - plugin: imageprep.vm.linux_deprovision
-    plugin_type: role
-    description: Policy and order around this module, per distribution.
 """
 
 EXAMPLES = r"""

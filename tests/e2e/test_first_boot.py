@@ -83,8 +83,8 @@ def power_off_by_button(vm: qemu_vm.QemuVM, timeout: float) -> str:
     return 'qmp-quit'
 
 
-def test_a_deprovisioned_vm_boots_clones_with_a_new_identity(tmp_path: pathlib.Path, vm_base_disk: qemu_vm.BaseDisk,
-                                                           request) -> None:
+def test_a_deprovisioned_vm_boots_clones_with_a_new_identity(
+        tmp_path: pathlib.Path, vm_base_disk: qemu_vm.BaseDisk, request) -> None:
     source = qemu_vm.QemuVM(tmp_path / 'source', base=vm_base_disk)
     image = tmp_path / 'image.raw'
     try:

@@ -33,6 +33,8 @@ TOOL_WRITTEN = {
 }
 # Ansible's own working directory in the root (the chroot connection puts its temporary files there).
 ANSIBLE_OWN = ('/root/.ansible',)
+# A password the planter put in an operator's shell history (plant_used_vm.py).
+SECRET = b"mysql -u app -p'Winter2025!' appdb"
 # Categories that are off by default: what the planter put there must still be there.
 OFF_BY_DEFAULT = ('cron_spool', 'root_password')
 
@@ -152,6 +154,14 @@ def test_offline_root_on_a_loop_mounted_disk(planted: Planted) -> None:
     subprocess.run(['umount', str(mount)], check=True)
     fsck = subprocess.run(['e2fsck', '-fn', str(image)], capture_output=True, text=True, check=False)
     assert fsck.returncode == 0, fsck.stdout + fsck.stderr
+    # deleting a file leaves its bytes in the disk's free blocks; zero_free_space overwrites them
+    assert SECRET in image.read_bytes(), 'the planted secret was never in the disk: the check below proves nothing'
+    subprocess.run(['mount', '-o', 'loop', str(image), str(mount)], check=True)
+    zeroed = run_module('linux_residue', {'root': str(mount), 'zero_free_space': True}, planted.scratch / 'runs')
+    assert not zeroed.get('failed'), zeroed
+    assert zeroed['zeroed']['/'] > 100 * (1 << 20) and zeroed['removed'] == {}
+    subprocess.run(['umount', str(mount)], check=True)
+    assert SECRET not in image.read_bytes()
 
 
 def test_a_local_connection_refuses_the_control_node(tmp_path: pathlib.Path) -> None:

@@ -31,7 +31,6 @@ import importlib.util
 import json
 import os
 import pathlib
-import platform
 import pstats
 import random
 import shutil
@@ -41,6 +40,8 @@ import sys
 import tempfile
 import time
 import typing as t
+
+import machine_facts  # this directory: the script's own
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 COLLECTION = pathlib.Path('ansible_collections', 'imageprep', 'vm')
@@ -87,31 +88,7 @@ def drop_caches() -> bool:
 
 def machine() -> dict:
     """Describe the machine the numbers come from."""
-    cpu = ''
-    with open('/proc/cpuinfo', encoding='utf-8') as handle:
-        for line in handle:
-            if line.startswith('model name'):
-                cpu = line.split(':', 1)[1].strip()
-                break
-    with open('/proc/meminfo', encoding='utf-8') as handle:
-        mem_kib = int(handle.readline().split()[1])
-    qemu = subprocess.run(['qemu-img', '--version'], capture_output=True, text=True, check=True).stdout.splitlines()[0]
-    coreutils = subprocess.run(['sha256sum', '--version'], capture_output=True, text=True, check=True).stdout.splitlines()[0]
-    return {
-        'cpu': cpu, 'cpus': os.cpu_count(), 'memory_gib': round(mem_kib / 1024 / 1024, 1),
-        'kernel': platform.release(), 'os': _os_name(), 'qemu_img': qemu, 'sha256sum': coreutils,
-    }
-
-
-def _os_name() -> str:
-    try:
-        with open('/etc/os-release', encoding='utf-8') as handle:
-            for line in handle:
-                if line.startswith('PRETTY_NAME='):
-                    return line.split('=', 1)[1].strip().strip('"')
-    except OSError:
-        pass
-    return platform.system()
+    return machine_facts.describe({'qemu_img': ['qemu-img', '--version'], 'sha256sum': ['sha256sum', '--version']})
 
 
 def file_system(path: pathlib.Path) -> str:

@@ -40,7 +40,6 @@ import filecmp
 import json
 import os
 import pathlib
-import platform
 import shutil
 import statistics
 import subprocess
@@ -56,6 +55,7 @@ sys.path.insert(0, str(REPO_ROOT / 'tests' / 'targets'))
 sys.path.insert(0, str(REPO_ROOT / 'tests' / 'targets_tests'))
 
 import debian_root  # noqa: E402  pylint: disable=wrong-import-position
+import machine_facts  # noqa: E402  pylint: disable=wrong-import-position
 import plant_used_vm  # noqa: E402  pylint: disable=wrong-import-position
 import qemu_vm  # noqa: E402  pylint: disable=wrong-import-position
 import residue_checks  # noqa: E402  pylint: disable=wrong-import-position
@@ -109,41 +109,9 @@ class BenchError(Exception):
 
 
 # -- environment ---------------------------------------------------------------------------------
-def command_line(command: list[str]) -> str:
-    """Return the first line a command prints, or an empty string when it fails."""
-    try:
-        proc = subprocess.run(command, capture_output=True, text=True, check=False)
-    except OSError:
-        return ''
-    return (proc.stdout or proc.stderr).strip().splitlines()[0] if (proc.stdout or proc.stderr).strip() else ''
-
-
 def machine() -> dict:
     """Describe the machine the numbers come from."""
-    cpu = ''
-    with open('/proc/cpuinfo', encoding='utf-8') as handle:
-        for line in handle:
-            if line.startswith('model name'):
-                cpu = line.split(':', 1)[1].strip()
-                break
-    with open('/proc/meminfo', encoding='utf-8') as handle:
-        mem_kib = int(handle.readline().split()[1])
-    return {
-        'cpu': cpu, 'cpus': os.cpu_count(), 'memory_gib': round(mem_kib / 1024 / 1024, 1),
-        'kernel': platform.release(), 'os': _os_name(), 'qemu': command_line(['qemu-system-x86_64', '--version']),
-        'virt_sysprep': command_line(['virt-sysprep', '--version']),
-    }
-
-
-def _os_name() -> str:
-    try:
-        with open('/etc/os-release', encoding='utf-8') as handle:
-            for line in handle:
-                if line.startswith('PRETTY_NAME='):
-                    return line.split('=', 1)[1].strip().strip('"')
-    except OSError:
-        pass
-    return platform.system()
+    return machine_facts.describe({'qemu': ['qemu-system-x86_64', '--version'], 'virt_sysprep': ['virt-sysprep', '--version']})
 
 
 def host_kernels() -> list[pathlib.Path]:
@@ -511,8 +479,8 @@ def main(argv: t.Optional[list[str]] = None) -> int:
     args.dir.mkdir(parents=True, exist_ok=True)
 
     report: dict[str, t.Any] = {
-        'machine': machine(), 'python': command_line([args.python, '--version']),
-        'ansible_playbook': command_line([args.ansible_playbook, '--version']) if ours_tools else '',
+        'machine': machine(), 'python': machine_facts.first_line([args.python, '--version']),
+        'ansible_playbook': machine_facts.first_line([args.ansible_playbook, '--version']) if ours_tools else '',
         'collection': str(collection), 'stale_files': stale, 'ours_missing': missing_parts, 'repeat': args.repeat,
         'tools': args.tools, 'load_average_start': os.getloadavg(),
     }

@@ -74,6 +74,16 @@ SCAN_PRUNE = ('/proc', '/sys', '/dev', '/usr', '/boot', '/lib', '/lib32', '/lib6
 SCAN_MAX_BYTES = 64 * 1024
 
 
+# The options both modules take to choose the root, the categories and the accounts (argument_spec entries).
+SELECTION_OPTIONS = {
+    'root': {'type': 'path', 'default': '/'},
+    'categories': {'type': 'list', 'elements': 'str', 'default': []},
+    'exclude': {'type': 'list', 'elements': 'str', 'default': []},
+    'keep_users': {'type': 'list', 'elements': 'str', 'default': []},
+    'remove_users': {'type': 'list', 'elements': 'str', 'default': []},
+}
+
+
 class ResidueError(Exception):
     """Bad input or a root that cannot be deprovisioned; nothing was changed when it is raised."""
 

@@ -350,18 +350,14 @@ def group(items: list) -> dict:
 def main():
     """Module entry point."""
     module = AnsibleModule(
-        argument_spec={
-            'root': {'type': 'path', 'default': '/'},
-            'state': {'type': 'str', 'choices': ['absent'], 'default': 'absent'},
-            'categories': {'type': 'list', 'elements': 'str', 'default': []},
-            'exclude': {'type': 'list', 'elements': 'str', 'default': []},
-            'keep_users': {'type': 'list', 'elements': 'str', 'default': []},
-            'remove_users': {'type': 'list', 'elements': 'str', 'default': []},
-            'defer_users': {'type': 'list', 'elements': 'str', 'default': []},
-            'final_pass': {'type': 'bool', 'default': False, 'no_log': False},
-            'zero_free_space': {'type': 'bool', 'default': False},
-            'allow_control_node': {'type': 'bool', 'default': False},
-        },
+        argument_spec=dict(
+            residue.SELECTION_OPTIONS,
+            state={'type': 'str', 'choices': ['absent'], 'default': 'absent'},
+            defer_users={'type': 'list', 'elements': 'str', 'default': []},
+            final_pass={'type': 'bool', 'default': False, 'no_log': False},
+            zero_free_space={'type': 'bool', 'default': False},
+            allow_control_node={'type': 'bool', 'default': False},
+        ),
         supports_check_mode=True,
     )
     try:

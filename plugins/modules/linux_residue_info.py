@@ -186,13 +186,7 @@ class LinuxResidueInfo:
 def main():
     """Module entry point."""
     module = AnsibleModule(
-        argument_spec={
-            'root': {'type': 'path', 'default': '/'},
-            'categories': {'type': 'list', 'elements': 'str', 'default': []},
-            'exclude': {'type': 'list', 'elements': 'str', 'default': []},
-            'keep_users': {'type': 'list', 'elements': 'str', 'default': []},
-            'remove_users': {'type': 'list', 'elements': 'str', 'default': []},
-        },
+        argument_spec=residue.SELECTION_OPTIONS,
         supports_check_mode=True,
     )
     try:

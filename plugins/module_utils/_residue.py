@@ -744,18 +744,41 @@ def in_root(target: Target, argv: list[str], running: bool) -> list[str]:
     return ['unshare', '--uts', '--ipc', '--net', '--pid', '--fork'] + chroot + argv
 
 
-def run_tool(target: Target, run_command: RunCommand, name: str, running: bool) -> list[dict[str, str]]:
-    """Run the vendor tool NAME of the root; return what was run, as data."""
+class _CannotRun(Exception):
+    """The root's program cannot be executed here (another architecture, a broken interpreter)."""
+
+
+# Exit statuses of a program that could not be started: not executable, not found, exec format.
+CANNOT_RUN = (126, 127)
+
+
+def run_tool(target: Target, run_command: RunCommand, name: str, running: bool) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
+    """Run the vendor tool NAME of the root; return what was run and, when it could not run, why (as data).
+
+    A tool that cannot be executed here is skipped with a note: its category is then reset by
+    files alone. A tool that runs and fails is an error.
+    """
     runs: list[dict[str, str]] = []
 
     def run(argv: list[str], tolerate: bool = False) -> tuple[int, str, str]:
         argv = in_root(target, argv, running)
         rc, out, err = run_command(argv)
         runs.append({'command': ' '.join(argv), 'rc': str(rc)})
+        if rc in CANNOT_RUN and not tolerate:
+            raise _CannotRun(f"{' '.join(argv)} could not run (rc {rc}): {(err or out).strip()[-500:]}")
         if rc != 0 and not tolerate:
             raise ResidueError(f"{' '.join(argv)} failed (rc {rc}): {(err or out).strip()[-2000:]}")
         return rc, out, err
 
+    try:
+        _run_tool(target, name, run)
+    except _CannotRun as exc:
+        return runs, [{'category': next(c.name for c in CATALOGUE if any(r.reset == 'run' and r.pattern == name for r in c.rules)),
+                       'reason': f'{exc}; reset by files only'}]
+    return runs, []
+
+
+def _run_tool(target: Target, name: str, run: t.Callable[..., tuple[int, str, str]]) -> None:
     if name == 'cloud-init':
         _rc, out, err = run(['cloud-init', 'clean', '--help'])
         run(['cloud-init'] + cloud_init_clean_args(out + err))
@@ -771,7 +794,6 @@ def run_tool(target: Target, run_command: RunCommand, name: str, running: bool) 
     elif name == 'SUSEConnect':
         run(['SUSEConnect', '--de-register'], tolerate=True)
         run(['SUSEConnect', '--cleanup'], tolerate=True)
-    return runs
 
 
 def _save_resolv_conf(fs: RootFS) -> t.Optional[tuple[str, t.Union[str, bytes], t.Optional[os.stat_result]]]:
@@ -850,9 +872,12 @@ def apply(target: Target, options: Options, items: t.Sequence[Item], run_command
     # the tools remove the agents' state that names the provisioning accounts: read it first
     named = tuple(dict.fromkeys(options.remove_users + tuple(provisioned_users(target))))
     tools: list[dict[str, str]] = []
+    skipped: list[dict[str, str]] = []
     for item in items:
         if item.action == 'run':
-            tools += run_tool(target, run_command, item.path, running)
+            ran, notes = run_tool(target, run_command, item.path, running)
+            tools += ran
+            skipped += notes
     if tools:
         target = Target(target.fs)
         replanned = [i for i in plan(target, options._replace(remove_users=named)) if i.action != 'run']
@@ -865,7 +890,7 @@ def apply(target: Target, options: Options, items: t.Sequence[Item], run_command
     # what the tools removed was planned first; what they left or wrote was planned again
     planned_paths = {i.path for i in items}
     done = list(items) + [i for i in replanned if i.path not in planned_paths]
-    return {'tools': tools, 'items': done}
+    return {'tools': tools, 'items': done, 'skipped': skipped}
 
 
 # -- the final pass ----------------------------------------------------------------------

@@ -161,6 +161,14 @@ tools:
   type: list
   elements: dict
   sample: [{command: cloud-init clean --logs --seed --machine-id, rc: '0'}]
+skipped:
+  description:
+    - Vendor tools that could not be executed in the root (for example an image of another
+      architecture); their categories were reset by files only.
+  returned: always
+  type: list
+  elements: dict
+  sample: [{category: cloud_init_state, reason: "chroot /mnt/image cloud-init clean --help could not run (rc 126): ..."}]
 deferred:
   description: Accounts left to the final pass at shutdown.
   returned: always
@@ -248,6 +256,7 @@ class LinuxResidue:
             'changed': changed,
             'removed': group(items),
             'tools': [],
+            'skipped': [],
             'deferred': deferred_users,
             'final_pass': bool(final_files) or residue.final_pass_marker(self.fs) is not None,
             'os_family': self.target.family,
@@ -267,6 +276,7 @@ class LinuxResidue:
             return result
         done = residue.apply(self.target, self.options, items, self.module.run_command, self.running)
         result['tools'] = done['tools']
+        result['skipped'] = done['skipped']
         result['removed'] = group(done['items'])
         if final_files:
             self.install_final_pass(final_files)

@@ -781,3 +781,31 @@ def test_the_documented_catalogue_table_matches_the_catalogue():
         for rule in category.rules:
             if rule.reset not in ('account', 'report'):
                 assert f'`{rule.pattern}`' in row, (category.name, rule.pattern)
+
+
+@pytest.mark.parametrize('rc', [126, 127])
+def test_a_tool_that_cannot_run_in_the_root_is_skipped_with_a_note(tmp_path, rc):
+    root = make_root(tmp_path, {
+        'etc/os-release': 'ID=debian\n', 'etc/passwd': 'root:x:0:0:root:/root:/bin/bash\n',
+        'usr/bin/cloud-init': '#!/usr/bin/python3\n', 'var/lib/cloud/data/instance-id': 'i-0123\n',
+    })
+    target = target_of(root)
+    options = residue.Options(categories=('cloud_init_state',))
+    items = residue.plan(target, options)
+    assert ('run', 'cloud-init') in {(i.action, i.path) for i in items}
+    done = residue.apply(target, options, items, lambda argv, **_: (rc, '', 'exec format error'), running=False)
+    assert [note['category'] for note in done['skipped']] == ['cloud_init_state']
+    assert 'reset by files only' in done['skipped'][0]['reason']
+    assert not os.path.exists(os.path.join(root, 'var/lib/cloud/data'))
+
+
+def test_a_tool_that_runs_and_fails_is_an_error_before_any_file_is_touched(tmp_path):
+    root = make_root(tmp_path, {
+        'etc/os-release': 'ID=debian\n', 'etc/passwd': 'root:x:0:0:root:/root:/bin/bash\n',
+        'usr/bin/cloud-init': '#!/usr/bin/python3\n', 'var/lib/cloud/data/instance-id': 'i-0123\n',
+    })
+    target = target_of(root)
+    options = residue.Options(categories=('cloud_init_state',))
+    with pytest.raises(residue.ResidueError, match='failed'):
+        residue.apply(target, options, residue.plan(target, options), lambda argv, **_: (1, '', 'boom'), running=False)
+    assert os.path.exists(os.path.join(root, 'var/lib/cloud/data/instance-id'))

@@ -15,18 +15,17 @@ import os
 import pathlib
 import re
 import subprocess
-import sys
 import tempfile
 import time
 import typing as t
 
 import qemu_vm
+from module_runs import run_module
 from test_qemu_vm import POWEROFF_TIMEOUT, ansible_executable
 
 HERE = pathlib.Path(__file__).resolve().parent
 SSH_TIMEOUT = 300.0
 MACHINE_ID = re.compile(r'^[0-9a-f]{32}$')
-MODULES = 'ansible_collections.imageprep.vm.plugins.modules'
 
 
 def host_keys(vm: qemu_vm.QemuVM) -> set[str]:
@@ -60,16 +59,6 @@ def mounted_copy(overlay: pathlib.Path, raw: pathlib.Path) -> t.Iterator[pathlib
     finally:
         subprocess.run(['umount', str(point)], check=True)
         point.rmdir()
-
-
-def audit(root: pathlib.Path, workdir: pathlib.Path) -> dict[str, t.Any]:
-    """linux_residue_info on an offline root, run as a module process on this host."""
-    args = workdir / 'audit-args.json'
-    args.write_text(json.dumps({'ANSIBLE_MODULE_ARGS': {'root': str(root)}}), encoding='utf-8')
-    collections = os.environ['ANSIBLE_COLLECTIONS_PATH'].split(os.pathsep)[0]
-    completed = subprocess.run([sys.executable, '-m', f'{MODULES}.linux_residue_info', str(args)], capture_output=True,
-                               text=True, check=False, env=dict(os.environ, PYTHONPATH=collections))
-    return json.loads(completed.stdout)
 
 
 def power_off_by_button(vm: qemu_vm.QemuVM, timeout: float) -> str:
@@ -115,7 +104,7 @@ def test_a_deprovisioned_vm_boots_clones_with_a_new_identity(
             raise AssertionError(f'the VM did not power off:\n{qemu_vm.tail(source.console_log)}') from None
         assert source.process.returncode == 0
         with mounted_copy(source.overlay, image) as root:
-            judged = audit(root, tmp_path)
+            judged = run_module('linux_residue_info', {'root': str(root)}, tmp_path / 'runs')
             assert judged['clean'], judged['findings']
             assert not judged['final_pass_pending']
             assert (root / 'etc/machine-id').read_text() == 'uninitialized\n'

@@ -18,9 +18,8 @@ import pytest
 
 HERE = pathlib.Path(__file__).resolve().parent
 TARGETS = pathlib.Path(os.environ.get('IMAGEPREP_TEST_TARGETS') or HERE.parents[2] / 'targets')
-for path in (TARGETS, HERE.parent / 'local_image_faults'):
-    if str(path) not in sys.path:
-        sys.path.insert(0, str(path))
+if str(TARGETS) not in sys.path:
+    sys.path.insert(0, str(TARGETS))
 
 import debian_root  # noqa: E402  pylint: disable=wrong-import-position
 import mount_table  # noqa: E402  pylint: disable=wrong-import-position

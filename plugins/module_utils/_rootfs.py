@@ -152,6 +152,10 @@ class RootFS:
             return 'a file mounted over from outside the root, not in the image'
         return None
 
+    def mount_points(self) -> list[str]:
+        """Guest paths where another file system is mounted below the root, sorted."""
+        return sorted(self._mount_points)
+
     # -- reading -----------------------------------------------------------------------
     def lstat(self, path: str) -> t.Optional[os.stat_result]:
         """lstat of the guest PATH, None when missing."""

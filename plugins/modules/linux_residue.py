@@ -300,7 +300,7 @@ class LinuxResidue:
 
     def zero_free_space(self) -> dict:
         """Fill each file system of the root with zeros until it is full, remove the file, discard the free blocks."""
-        points = ['/'] + sorted(p for p in self.fs._mount_points if not self.fs.foreign(p) and self.fs.is_dir(p))
+        points = ['/'] + [p for p in self.fs.mount_points() if not self.fs.foreign(p) and self.fs.is_dir(p)]
         zeroed, done_devices = {}, set()
         for point in points:
             host = self.fs.host(point.rstrip('/') + '/.') if point != '/' else self.fs.path

@@ -187,15 +187,19 @@ def test_bad_input_is_refused_and_removes_nothing(planted_untouched: Planted, ar
     assert listing(planted.root) == before
 
 
-@pytest.mark.parametrize('root', ['relative/root', '/nonexistent/imageprep-root', 'EMPTY'])
-def test_a_root_that_is_not_a_linux_root_is_refused(tmp_path: pathlib.Path, root: str) -> None:
+@pytest.mark.parametrize(('root', 'message'), [
+    ('relative/root', 'root must be an absolute path'),
+    ('/nonexistent/imageprep-root', 'is not a directory'),
+    ('EMPTY', 'is not a Linux root'),
+])
+def test_a_root_that_is_not_a_linux_root_is_refused(tmp_path: pathlib.Path, root: str, message: str) -> None:
     if root == 'EMPTY':
         root = str(tmp_path / 'empty')
         os.mkdir(root)
         (tmp_path / 'empty' / 'etc').mkdir()
     result = run_module('linux_residue', {'root': root}, tmp_path / 'runs')
     assert result.get('failed'), result
-    assert any(text in result['msg'] for text in ('absolute path', 'not a directory', 'not a Linux root')), result['msg']
+    assert message in result['msg'], result['msg']
 
 
 def test_without_root_privileges_nothing_is_removed(planted_untouched: Planted) -> None:

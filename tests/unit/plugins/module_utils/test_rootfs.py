@@ -202,7 +202,9 @@ def test_a_dangling_link_exists_and_is_deleted(tmp_path):
 
 
 def test_delete_of_a_missing_path_is_a_no_op(tmp_path):
+    (tmp_path / 'etc').mkdir()
     RootFS(str(tmp_path), mounts=[]).delete('/etc/nothing')
+    assert os.listdir(tmp_path) == ['etc'] and os.listdir(tmp_path / 'etc') == []
 
 
 def test_symlink_replaces_a_file(tmp_path):

@@ -4,11 +4,9 @@
 """Fixtures: a fresh planted Debian 12 guest root per test, and running the playbooks and modules."""
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import pathlib
-import stat
 import subprocess
 import sys
 import tempfile
@@ -56,30 +54,6 @@ def planted() -> t.Iterator[Planted]:
 def planted_untouched() -> t.Iterator[Planted]:
     """One planted root shared by the tests that prove a refused run changes nothing (each checks that)."""
     yield from _planted_root()
-
-
-def listing(root: pathlib.Path, skip: t.Sequence[str] = ()) -> dict[str, tuple]:
-    """Every path of ROOT (as the guest sees it) with its type, mode, owner and content digest or link target."""
-    entries: dict[str, tuple] = {}
-    for dirpath, dirnames, filenames in os.walk(root):
-        inner_dir = '/' + os.path.relpath(dirpath, root) if dirpath != str(root) else '/'
-        inner_dir = os.path.normpath(inner_dir)
-        dirnames[:] = [d for d in dirnames if os.path.join(inner_dir, d) not in skip]
-        for name in dirnames + filenames:
-            path = os.path.join(dirpath, name)
-            inner = os.path.join(inner_dir, name)
-            if any(inner == s or inner.startswith(s + '/') for s in skip):
-                continue
-            st = os.lstat(path)
-            if stat.S_ISLNK(st.st_mode):
-                content = 'link:' + os.readlink(path)
-            elif stat.S_ISREG(st.st_mode):
-                with open(path, 'rb') as handle:
-                    content = hashlib.sha256(handle.read()).hexdigest()
-            else:
-                content = ''
-            entries[inner] = (stat.S_IFMT(st.st_mode), stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid, content)
-    return entries
 
 
 def playbook(*args: str, check: bool = True) -> subprocess.CompletedProcess:

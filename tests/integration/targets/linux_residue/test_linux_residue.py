@@ -22,8 +22,9 @@ import typing as t
 import ansible
 import pytest
 
-from conftest import Planted, listing, playbook, read_results
+from conftest import Planted, playbook, read_results
 from module_runs import run_module
+from tree_listing import covered, listing
 
 # Paths the vendor tools change that no catalogue item names, and why.
 TOOL_WRITTEN = {
@@ -42,11 +43,6 @@ OFF_BY_DEFAULT = ('cron_spool', 'root_password')
 def item_paths(removed: dict[str, list[dict[str, str]]]) -> list[str]:
     """Paths of every item the module reported (vendor tool runs are not paths)."""
     return [entry['path'] for entries in removed.values() for entry in entries if entry['action'] not in ('run',)]
-
-
-def covered(path: str, items: list[str]) -> bool:
-    """Whether PATH is an item or lies below one."""
-    return any(path == item or path.startswith(item.rstrip('/') + '/') for item in items)
 
 
 def assert_only_items_changed(before: dict, after: dict, items: list[str]) -> None:

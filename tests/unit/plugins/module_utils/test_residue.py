@@ -535,9 +535,6 @@ ALL_CATEGORIES = tuple(residue.BY_NAME)
 USED_FAMILIES = ('debian',) + fixture_trees.FAMILIES
 
 
-
-
-
 # Paths the vendor tools write that no catalogue item names. None on these roots: what the Debian
 # guest's waagent -deprovision writes falls under item paths (/etc/hostname: hostname; the root
 # password locked in /etc/shadow: root_password; the leases and host keys it deletes), the

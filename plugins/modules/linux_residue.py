@@ -101,7 +101,8 @@ options:
       - On a live system, install a one-shot systemd unit whose stop step runs late in shutdown,
         after SSH, cron, the agents, login accounting and the journal flush have stopped. It
         removes the deferred accounts, truncates the logs written since, removes the journal
-        files and what is in C(/tmp), then removes itself. The O(categories) that the running
+        files, the account-database backups, the random seed saved at shutdown, C(~/.ansible)
+        and what is in C(/tmp), then removes itself. The O(categories) that the running
         system keeps writing (V(logs)) are then left to it.
       - Ignored on an offline root and in a chroot (nothing shuts down there).
     type: bool

@@ -60,7 +60,9 @@ def run_qemu_img(run_command: RunCommand, args: list[str], qemu_img: str = 'qemu
         raise DiskImageError(f'cannot run {qemu_img}: {exc}') from exc
     if rc != 0:
         message = (err or out).strip()
-        if rc == 127 or 'No such file or directory' in message and qemu_img in message:
+        # 127: the shell or env found no such program; qemu-img's own errors also say
+        # 'qemu-img: ... No such file or directory' when an image or backing file is missing
+        if rc == 127:
             message = f'{qemu_img} is not installed (Debian/Ubuntu: qemu-utils, RHEL/Fedora: qemu-img)'
         raise DiskImageError(f'qemu-img {args[0]} failed: {message}')
     return out

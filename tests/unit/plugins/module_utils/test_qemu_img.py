@@ -200,3 +200,16 @@ def test_check_skips_formats_without_metadata():
     runner = RecordingRunner()
     qemu_img.check_image(runner, 'disk', 'raw')
     assert runner.calls == []
+
+
+def test_a_missing_image_file_is_not_a_missing_qemu_img(tmp_path):
+    def run(args, **_kwargs):
+        # through env, as a wrapper would: a program that is not there exits 127
+        completed = subprocess.run(['env'] + args, capture_output=True, text=True, check=False)
+        return completed.returncode, completed.stdout, completed.stderr
+
+    with pytest.raises(qemu_img.DiskImageError) as caught:
+        qemu_img.run_qemu_img(run, ['info', str(tmp_path / 'gone.qcow2')])
+    assert 'gone.qcow2' in str(caught.value) and 'not installed' not in str(caught.value)
+    with pytest.raises(qemu_img.DiskImageError, match='is not installed'):
+        qemu_img.run_qemu_img(run, ['info', str(tmp_path / 'gone.qcow2')], qemu_img=str(tmp_path / 'qemu-img'))

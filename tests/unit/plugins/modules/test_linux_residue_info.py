@@ -165,3 +165,28 @@ def test_bad_input(tmp_path, capsys, args, message):
     args['root'] = args['root'].replace('EMPTY', str(tmp_path / 'empty'))
     result = run_module(args, capsys)
     assert result['failed'] is True and message in result['msg']
+
+
+def test_identity_is_returned(tmp_path, capsys):
+    identity_files = {'/etc/machine-id': '4c1f0b5e8a9d4e2f9b3c7a1d5e6f8a90\n', '/etc/login.defs': 'UID_MIN 1001\n'}
+    root = make_root(tmp_path, dict(CLEAN, **DIRTY, **identity_files))
+    identity = run_module({'root': root}, capsys)['identity']
+    assert identity['machine_id'] == '4c1f0b5e8a9d4e2f9b3c7a1d5e6f8a90'
+    assert identity['hostname'] == 'web-prod-01'
+    # UID_MIN 1001 leaves azureadmin (1000) out
+    assert identity['accounts'] == [{'name': 'produser', 'uid': 1001, 'home': '/home/produser', 'shell': '/bin/bash'}]
+    # the planted .pub holds no real key blob (its type name does not match): left out
+    assert identity['ssh_host_keys'] == []
+
+
+@pytest.mark.parametrize('args, message', [
+    ({'root': '/', 'image': '/srv/disk.qcow2'}, 'parameters are mutually exclusive: root|image'),
+    ({'tmpdir': '/var/tmp'}, 'missing parameter(s) required by \'tmpdir\': image'),
+    ({'image': '/nonexistent/disk.qcow2'}, 'image /nonexistent/disk.qcow2 does not exist'),
+    ({'image': 'TMP'}, 'is a directory; audit a directory with root, not image'),
+    ({'image': '/nonexistent/disk.qcow2', 'categories': ['bogus']}, 'unknown category bogus'),
+])
+def test_bad_image_input(tmp_path, capsys, args, message):
+    args = {k: (str(tmp_path) if v == 'TMP' else v) for k, v in args.items()}
+    result = run_module(args, capsys)
+    assert result['failed'] is True and message in result['msg'], result['msg']

@@ -153,10 +153,13 @@ def stray_vhd_footer(path: str) -> t.Optional[str]:
 
 
 def image_info(run_command: RunCommand, path: str, fmt: t.Optional[str] = None, force_share: bool = False,
-               qemu_img: str = 'qemu-img') -> dict:
+               qemu_img: str = 'qemu-img', allow_backing: bool = False) -> dict:
     """Return ``qemu-img info`` for PATH, detecting fixed VHDs that qemu-img would call raw.
 
-    The result has qemu-img's keys plus ``detected-format`` (the format we will read it as).
+    The result has qemu-img's keys plus ``detected-format`` (the format we will read it as) and
+    ``backing-chain``: the absolute paths of the files under PATH, nearest first (empty without a
+    backing file). An image with a backing file is refused unless ALLOW_BACKING: reading it reads
+    the whole chain, which ``qemu-img convert`` flattens into one disk.
     """
     if not os.path.exists(path):
         raise DiskImageError(f'{path} does not exist')
@@ -179,9 +182,16 @@ def image_info(run_command: RunCommand, path: str, fmt: t.Optional[str] = None, 
     if fmt:
         args += ['-f', fmt]
     info = json.loads(run_qemu_img(run_command, args + [path], qemu_img))
+    info['backing-chain'] = []
     if info.get('backing-filename'):
-        raise DiskImageError(f"{path} has a backing file ({info['backing-filename']}); capture the whole chain "
-                             'by giving the top image, after `qemu-img convert` or `virsh blockpull` flattened it')
+        if not allow_backing:
+            raise DiskImageError(f"{path} has a backing file ({info['backing-filename']}); give a disk without one, "
+                                 'after `qemu-img convert` or `virsh blockpull` flattened it')
+        chain = json.loads(run_qemu_img(run_command, args + ['--backing-chain', path], qemu_img))
+        info['backing-chain'] = [layer['filename'] for layer in chain[1:]]
+        missing = [layer for layer in info['backing-chain'] if not os.path.exists(layer)]
+        if missing:
+            raise DiskImageError(f'{path}: the backing file {missing[0]} does not exist')
     info['detected-format'] = fmt or info['format']
     if info['detected-format'] not in INPUT_FORMATS:
         raise DiskImageError(f"{path} is in format {info['detected-format']}, which is not one of {', '.join(INPUT_FORMATS)}")

@@ -69,6 +69,8 @@ options:
   disks:
     description:
       - Disk files to capture. The first is the OS disk; the others are data disks.
+      - A disk on a backing chain (a qcow2 overlay on a base image) is captured whole, flattened
+        into one disk; a write to any file of the chain makes it a new source.
       - An item is a path, or a dictionary with the keys C(path) and C(lun). Data disks are
         numbered 0, 1, ... in order when no item gives a LUN; when one does, every data disk must.
         LUNs are 0 to 63, as in Azure.
@@ -88,6 +90,7 @@ options:
     description:
       - An uploaded image file to register (qcow2, raw, fixed or dynamic VHD, VHDX, VMDK). A
         fixed VHD is recognised by its footer even though C(qemu-img info) calls it raw.
+      - A file with a backing file is refused: an upload must hold the whole disk.
     type: path
   checksum:
     description:
@@ -218,7 +221,7 @@ image:
     tags: {description: Tags., type: dict}
     provenance: {description: How the image was made., type: dict}
     source:
-      description: Where the disks came from (C(type) is V(disks), V(libvirt_domain) or V(file)) and their paths.
+      description: Where the disks came from (C(type) is V(disks), V(libvirt_domain) or V(file)), their paths, and C(backing_chains) (for each disk on a backing chain, the files under it, nearest first) when any.
       type: dict
     fingerprint: {description: Identity of the sources and settings; an unchanged re-run compares it without reading disks., type: str}
     crash_consistent: {description: True when a disk was copied while a running VM held it (O(force=true))., type: bool}
@@ -338,14 +341,16 @@ def disk_items(disks):
 def fingerprint(sources, settings):
     """Return a digest of the sources' identity (path, inode, size, times) and the settings.
 
-    It changes when a disk is written to (mtime/ctime) or replaced (inode), so an unchanged
-    re-run is recognised without reading any disk.
+    It changes when a disk or a file of its backing chain is written to (mtime/ctime) or
+    replaced (inode), so an unchanged re-run is recognised without reading any disk.
     """
     state = []
     for source in sources:
-        stat = os.stat(source['path'])
-        state.append([os.path.realpath(source['path']), source['lun'], stat.st_dev, stat.st_ino, stat.st_size,
-                      stat.st_mtime_ns, stat.st_ctime_ns])
+        entry = [os.path.realpath(source['path']), source['lun']]
+        for path in [source['path']] + source.get('chain', []):
+            stat = os.stat(path)
+            entry += [stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns]
+        state.append(entry)
     text = json.dumps({'sources': state, 'settings': settings}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()
 
@@ -471,11 +476,15 @@ class LocalImageManager:
             if disk['in_use'] and not params['force']:
                 raise LocalImageError(f"{disk['path']} is in use by a running VM (QEMU holds its write lock); shut the VM "
                                       'down, or set force=true for a crash-consistent copy')
-            info = qemu_img.image_info(self.module.run_command, disk['path'], disk['format'], force_share=disk['in_use'])
+            info = qemu_img.image_info(self.module.run_command, disk['path'], disk['format'], force_share=disk['in_use'],
+                                       allow_backing=source['type'] != 'file')
             disk['format'] = info['detected-format']
+            disk['chain'] = info['backing-chain']
             disk['virtual_size'] = info['virtual-size']
             disk['allocated'] = qemu_img.allocated_bytes(disk['path'])
         source['paths'] = [d['path'] for d in disks]
+        if any(d['chain'] for d in disks):
+            source['backing_chains'] = {d['path']: d['chain'] for d in disks if d['chain']}
         return source, disks, defaults
 
     def plan(self, source, disks, defaults, version):

@@ -111,3 +111,37 @@ def test_module_fails_clearly_and_writes_nothing(tmp_path, capsys):
     result = run_module({'name': '../x', 'library': str(tmp_path / 'lib'), 'disks': ['/nonexistent']}, capsys)
     assert result['failed'] and 'not valid' in result['msg']
     assert not (tmp_path / 'lib').exists()
+
+
+def test_a_disk_on_a_backing_chain_is_captured_whole_and_the_chain_is_watched(tmp_path, capsys):
+    base = tmp_path / 'base.raw'
+    subprocess.run(['qemu-img', 'create', '-q', '-f', 'raw', str(base), '64M'], check=True)
+    subprocess.run(['qemu-io', '-f', 'raw', '-c', 'write -P 0x11 0 1M', str(base)], check=True, capture_output=True)
+    top = tmp_path / 'vm.qcow2'
+    subprocess.run(['qemu-img', 'create', '-q', '-f', 'qcow2', '-F', 'raw', '-b', str(base), str(top)], check=True)
+    subprocess.run(['qemu-io', '-c', 'write -P 0x22 2M 1M', str(top)], check=True, capture_output=True)
+    args = {'name': 'chain', 'library': str(tmp_path / 'lib'), 'disks': [str(top)]}
+    first = run_module(args, capsys)
+    assert first['changed'], first
+    captured = first['image']['disks'][0]['path']
+    # one self-contained disk: the base's bytes and the overlay's, no backing file left
+    info = json.loads(subprocess.run(['qemu-img', 'info', '--output=json', captured], check=True, capture_output=True,
+                                     text=True).stdout)
+    assert 'backing-filename' not in info
+    assert subprocess.run(['qemu-img', 'compare', str(top), captured], check=False).returncode == 0
+    assert first['image']['source']['backing_chains'] == {str(top): [str(base)]}
+    # unchanged chain: no change; a write into the backing file alone is a new source
+    assert not run_module(dict(args, version='auto'), capsys)['changed']
+    subprocess.run(['qemu-io', '-f', 'raw', '-c', 'write -P 0x33 4M 1M', str(base)], check=True, capture_output=True)
+    second = run_module(dict(args, version='auto'), capsys)
+    assert second['changed'] and second['image']['version'] == '1.0.1'
+
+
+def test_an_uploaded_file_with_a_backing_file_is_refused(tmp_path, capsys):
+    base = tmp_path / 'base.qcow2'
+    subprocess.run(['qemu-img', 'create', '-q', '-f', 'qcow2', str(base), '64M'], check=True)
+    top = tmp_path / 'upload.qcow2'
+    subprocess.run(['qemu-img', 'create', '-q', '-f', 'qcow2', '-F', 'qcow2', '-b', str(base), str(top)], check=True)
+    result = run_module({'name': 'upload', 'library': str(tmp_path / 'lib'), 'file': str(top)}, capsys)
+    assert result['failed'] and 'has a backing file' in result['msg']
+    assert not (tmp_path / 'lib' / 'upload').exists()

@@ -455,6 +455,16 @@ GROUP_FILES = ('/etc/group', '/etc/gshadow')
 SUDOERS_FILES = ('/etc/sudoers.d/90-cloud-init-users', '/etc/sudoers.d/waagent')
 
 
+def sudoers_files_of(fs: RootFS, user: str) -> list[str]:
+    """The sudoers drop-ins with lines of USER: the agents' own ones first, then the others in name order."""
+    found = []
+    for path in SUDOERS_FILES + tuple(sorted(set(fs.glob('/etc/sudoers.d/*')) - set(SUDOERS_FILES))):
+        text = fs.read_text(path)
+        if text is not None and _without_user_lines(text, user) != text:
+            found.append(path)
+    return found
+
+
 def account_items(target: Target, account: Account) -> list[Item]:
     """What removing ACCOUNT changes, as items."""
     fs, user = target.fs, account.name
@@ -467,9 +477,8 @@ def account_items(target: Target, account: Account) -> list[Item]:
         text = fs.read_text(path)
         if text is not None and _without_group_member(text, user) != text:
             items.append(Item('provisioning_account', path, 'rewrite', f'without {user}'))
-    for path in SUDOERS_FILES + tuple(sorted(set(fs.glob('/etc/sudoers.d/*')) - set(SUDOERS_FILES))):
-        text = fs.read_text(path)
-        if text is not None and _without_user_lines(text, user) != text:
+    for path in sudoers_files_of(fs, user):
+        if fs.read_text(path) is not None:
             items.append(Item('provisioning_account', path, 'rewrite', f'without {user}'))
     for spool in (f'/var/mail/{user}', f'/var/spool/mail/{user}', f'/var/spool/cron/crontabs/{user}',
                   f'/var/spool/cron/tabs/{user}', f'/var/spool/cron/{user}'):
@@ -907,8 +916,11 @@ def final_pass_files(target: Target, defer_users: t.Sequence[str], remove_users:
     ]
     for user in sorted(remove_users):
         lines.append(f'userdel -f -r {_sh(user)} >/dev/null 2>&1 || true')
-        for path in SUDOERS_FILES:
-            lines.append(f"[ -f {path} ] && sed -i -e '/^{_sed(user)}[[:space:]]/d' -e '/^# User rules for {_sed(user)}$/d' {path}")
+        # the drop-ins that name the user now (as account_items finds them), the agents' own ones in any case;
+        # a drop-in left without a rule goes, as the live removal does it
+        for path in sudoers_files_of(target.fs, user):
+            lines.append(f"[ -f {_sh(path)} ] && sed -i -e '/^{_sed(user)}[[:space:]]/d' -e '/^# User rules for {_sed(user)}$/d' "
+                         f"{_sh(path)} && {{ grep -qv -e '^[[:space:]]*#' -e '^[[:space:]]*$' {_sh(path)} || rm -f {_sh(path)}; }}")
         lines.append(f'rm -rf /var/mail/{_sh(user)} /var/spool/mail/{_sh(user)}')
     for user in sorted(set(defer_users) - set(remove_users)):
         account = next((a for a in target.accounts if a.name == user), None)

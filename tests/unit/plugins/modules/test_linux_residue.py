@@ -6,11 +6,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import subprocess
 
 import pytest
 
 from ansible.module_utils.testing import patch_module_args
 
+from ansible_collections.imageprep.vm.plugins.module_utils import _residue as residue
 from ansible_collections.imageprep.vm.plugins.module_utils._residue import Item
 from ansible_collections.imageprep.vm.plugins.module_utils._rootfs import RootFS
 from ansible_collections.imageprep.vm.plugins.modules import linux_residue
@@ -251,3 +253,20 @@ def test_group_lists_items_by_category():
         'logs': [{'path': '/var/log/syslog', 'action': 'truncate'}, {'path': '/var/log/syslog.1', 'action': 'delete'}],
         'machine_id': [{'path': '/etc/machine-id', 'action': 'first_boot', 'detail': 'uninitialized'}],
     }
+
+
+def test_the_final_pass_removes_a_deferred_account_from_every_sudoers_drop_in(tmp_path):
+    # a provisioning account with its own drop-in (as image builders write them) runs the play: its
+    # rules go at shutdown, and a drop-in left without a rule goes with them, as the live removal does it
+    root = make_root(tmp_path)
+    (tmp_path / 'etc/sudoers.d').mkdir(exist_ok=True)
+    (tmp_path / 'etc/sudoers.d/90-produser').write_text('produser ALL=(ALL) NOPASSWD:ALL\n')
+    (tmp_path / 'etc/sudoers.d/50-ops').write_text('# operators\nproduser ALL=(ALL) ALL\nopsuser ALL=(ALL) ALL\n')
+    files = residue.final_pass_files(residue.Target(RootFS(root, mounts=[])), ['produser'], ['produser'])
+    script = files[residue.FINAL_PASS_SCRIPT].decode()
+    sudoers_lines = [line for line in script.splitlines() if '/etc/sudoers.d/' in line]
+    assert any('90-produser' in line for line in sudoers_lines) and any('50-ops' in line for line in sudoers_lines)
+    # run those lines against this root (the script itself runs in the guest, on /)
+    subprocess.run(['sh', '-c', '\n'.join(line.replace("'/etc/", f"'{tmp_path}/etc/") for line in sudoers_lines)], check=True)
+    assert not (tmp_path / 'etc/sudoers.d/90-produser').exists()
+    assert (tmp_path / 'etc/sudoers.d/50-ops').read_text() == '# operators\nopsuser ALL=(ALL) ALL\n'

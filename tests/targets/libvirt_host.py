@@ -9,14 +9,16 @@ answers and reports whether it found them running or started them. A start that 
 what it started and raises with the tail of the daemon's log.
 
 ``LibvirtDomain.define()`` renders a domain from disks (OS disk ``vda``, data disks ``vdb``...),
-memory and an optional kernel/initrd/command line (direct kernel boot): ``<domain type='qemu'>``
+memory and an optional kernel/initrd/command line (direct kernel boot) or UEFI firmware (OVMF
+from flash, with the domain's own variable store): ``<domain type='qemu'>``
 (``kvm`` only where qemu_vm.py's probe shows that KVM runs a guest kernel), virtio disks, the
 serial console logged to a file, no graphics, no network unless an SSH port is forwarded (QEMU's
 user-mode network: libvirt's default network needs a bridge and dnsmasq, and is not used).
 QEMU runs as root without relabelling, so test files keep their owner and test directories need
 not be open to libvirt's ``libvirt-qemu`` user. A domain used as a context manager is always
-destroyed and undefined. ``DebianDomain`` boots the cached Debian disk of qemu_vm.py on a qcow2
-overlay and reaches it over SSH.
+destroyed and undefined. ``SshDomain`` reaches its guest over SSH on a forwarded loopback port;
+``DebianDomain`` is one that boots the cached Debian disk of qemu_vm.py on a qcow2 overlay, as
+root (demo_vm.py's ``DemoVM`` is another).
 
 Test domains are named ``imageprep-test-<pid>-<random>-<label>``: concurrent tests never clash,
 and ``cleanup_stale()`` removes the domains whose creating process is gone (killed runs).
@@ -76,6 +78,9 @@ DISK_FORMATS = ('qcow2', 'raw', 'vmdk', 'vpc', 'vhdx')
 UNDEFINE_OPTIONS = ('--nvram', '--managed-save', '--snapshots-metadata', '--checkpoints-metadata')
 # virtio-blk devices take PCI slots from 0x2 upwards; the forwarded NIC sits at the end of the bus
 USER_NIC_PCI_SLOT = '0x1e'
+# UEFI firmware from Debian's ovmf package: the 4 MiB build without Secure Boot (which needs machine q35 with SMM)
+OVMF_CODE = pathlib.Path('/usr/share/OVMF/OVMF_CODE_4M.fd')
+OVMF_VARS_TEMPLATE = pathlib.Path('/usr/share/OVMF/OVMF_VARS_4M.fd')
 
 
 class LibvirtHostError(RuntimeError):
@@ -408,6 +413,15 @@ def disk_specs(disks: t.Iterable[DiskSpec | t.Mapping[str, t.Any]]) -> list[Disk
 
 
 @dataclasses.dataclass(frozen=True)
+class UefiFirmware:
+    """UEFI firmware for a domain: read-only code, and the domain's own variable store, copied from a template on first start."""
+
+    nvram: pathlib.Path
+    code: pathlib.Path = OVMF_CODE
+    vars_template: pathlib.Path = OVMF_VARS_TEMPLATE
+
+
+@dataclasses.dataclass(frozen=True)
 class DomainSpec:  # pylint: disable=too-many-instance-attributes
     """Everything a test domain's XML is rendered from."""
 
@@ -421,6 +435,8 @@ class DomainSpec:  # pylint: disable=too-many-instance-attributes
     initrd: pathlib.Path | None = None
     cmdline: str | None = None
     ssh_port: int | None = None
+    # None: SeaBIOS, or the kernel above; UefiFirmware: OVMF boots the disk's EFI system partition
+    firmware: UefiFirmware | None = None
 
 
 def choose_domain_type(kernel: pathlib.Path | None) -> tuple[str, str]:
@@ -462,6 +478,10 @@ def render_domain_xml(spec: DomainSpec) -> str:
     _element(domain, 'vcpu', str(spec.vcpus))
     os_element = _element(domain, 'os')
     _element(os_element, 'type', 'hvm', arch='x86_64', machine='pc')
+    if spec.firmware:
+        _element(os_element, 'loader', str(pathlib.Path(spec.firmware.code).absolute()), readonly='yes', type='pflash')
+        _element(os_element, 'nvram', str(pathlib.Path(spec.firmware.nvram).absolute()),
+                 template=str(pathlib.Path(spec.firmware.vars_template).absolute()))
     if spec.kernel:
         _element(os_element, 'kernel', str(pathlib.Path(spec.kernel).absolute()))
         if spec.initrd:
@@ -527,19 +547,25 @@ class LibvirtDomain:
     @classmethod
     def define(cls, name: str | None, disks: t.Iterable[DiskSpec | t.Mapping[str, t.Any]], workdir: pathlib.Path, *,  # pylint: disable=too-many-arguments
                memory_mib: int = 256, vcpus: int = 1, kernel: pathlib.Path | None = None, initrd: pathlib.Path | None = None,
-               cmdline: str | None = None, domain_type: str | None = None, ssh_port: int | None = None) -> LibvirtDomain:
+               cmdline: str | None = None, domain_type: str | None = None, ssh_port: int | None = None,
+               firmware: UefiFirmware | None = None) -> LibvirtDomain:
         """Define a domain (NAME, or a unique test name when None) on DISKS; return it (not started)."""
         domain = cls(name or unique_name(), workdir)
         domain._define(disk_specs(disks), memory_mib=memory_mib, vcpus=vcpus, kernel=kernel, initrd=initrd, cmdline=cmdline,
-                       domain_type=domain_type, ssh_port=ssh_port)
+                       domain_type=domain_type, ssh_port=ssh_port, firmware=firmware)
         return domain
 
-    def _define(self, disks: list[DiskSpec], *, domain_type: str | None, **options: t.Any) -> None:
-        """Render the XML into the work directory and define it."""
+    def _define(self, disks: list[DiskSpec], *, domain_type: str | None, probe_kernel: pathlib.Path | None = None,
+                **options: t.Any) -> None:
+        """Render the XML into the work directory and define it.
+
+        Without DOMAIN_TYPE, KVM is probed with the direct-boot kernel, or PROBE_KERNEL (the guest's
+        kernel, for a domain its firmware boots).
+        """
         if domain_type:
             self.domain_type, self.domain_type_why = domain_type, 'chosen by the caller'
         else:
-            self.domain_type, self.domain_type_why = choose_domain_type(options.get('kernel'))
+            self.domain_type, self.domain_type_why = choose_domain_type(options.get('kernel') or probe_kernel)
         self.workdir.mkdir(parents=True, exist_ok=True)
         spec = DomainSpec(name=self.name, disks=tuple(disks), console_log=self.console_log, domain_type=self.domain_type, **options)
         xml_path = self.workdir / f'{self.name}.xml'
@@ -688,19 +714,60 @@ def cleanup_stale(alive: t.Callable[[int], bool] = process_alive, include_unowne
 # -- the cached Debian disk as a domain --------------------------------------------------
 
 
-class DebianDomain(LibvirtDomain):
-    """The cached Debian disk of qemu_vm.py booted as a libvirt domain, on its own qcow2 overlay.
+class SshDomain(LibvirtDomain):
+    """A domain whose guest answers SSH on a forwarded loopback port, logged into as SSH_USER with PRIVATE_KEY."""
+
+    def __init__(self, name: str, workdir: pathlib.Path, ssh_user: str, private_key: pathlib.Path) -> None:
+        super().__init__(name, workdir)
+        self.ssh_user = ssh_user
+        self.private_key = pathlib.Path(private_key)
+        self.port: int | None = None
+        self.started_at: float | None = None
+
+    def start(self) -> SshDomain:
+        """Start the domain; return once QEMU runs (not once SSH answers)."""
+        super().start()
+        self.started_at = time.monotonic()
+        return self
+
+    def ssh_command(self, command: str | t.Sequence[str] = (), connect_timeout: int = 10) -> list[str]:
+        """Return the ssh command line that runs COMMAND (a string or argv) as the SSH user in the guest."""
+        remote = command if isinstance(command, str) else shlex.join(command)
+        argv = ['ssh', '-F', '/dev/null', *qemu_vm.SSH_OPTIONS, '-o', 'BatchMode=yes', '-o', f'ConnectTimeout={connect_timeout}',
+                '-i', str(self.private_key), '-p', str(self.port), f'{self.ssh_user}@127.0.0.1']
+        return argv + ['--', remote] if remote else argv
+
+    def ssh(self, command: str | t.Sequence[str], timeout: float = 120.0) -> subprocess.CompletedProcess:
+        """Run COMMAND in the guest over SSH; return the CompletedProcess (text output)."""
+        try:
+            return subprocess.run(self.ssh_command(command), stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout,
+                                  check=False)
+        except subprocess.TimeoutExpired as exc:
+            raise LibvirtHostError(f'ssh {command!r} did not finish within {timeout:.0f}s') from exc
+
+    def wait_for_ssh(self, timeout: float = 300.0) -> float:
+        """Wait until the SSH user can log in; return seconds since start. Bounded by TIMEOUT."""
+        origin = self.started_at if self.started_at is not None else time.monotonic()
+
+        def gone() -> t.Optional[str]:
+            state = self.state()
+            return None if state == 'running' else f'{self.name} is {state} before SSH answered'
+        qemu_vm.poll_ssh(self.ssh_command, gone, timeout, self._failure)
+        return time.monotonic() - origin
+
+
+class DebianDomain(SshDomain):
+    """The cached Debian disk of qemu_vm.py booted as a libvirt domain, on its own qcow2 overlay, reached as root.
 
     The kernel boots directly; the guest's port 22 is forwarded to a free loopback port. The
     overlay is removed on cleanup; the cached base disk is never written.
     """
 
     def __init__(self, workdir: pathlib.Path, base: qemu_vm.BaseDisk | None = None, name: str | None = None) -> None:
-        super().__init__(name or unique_name('debian'), workdir)
-        self.base = base or qemu_vm.build()
+        base = base or qemu_vm.build()
+        super().__init__(name or unique_name('debian'), workdir, 'root', base.private_key)
+        self.base = base
         self.overlay = self.workdir / 'overlay.qcow2'
-        self.port: int | None = None
-        self.started_at: float | None = None
 
     @classmethod
     def create(cls, workdir: pathlib.Path, base: qemu_vm.BaseDisk | None = None, *,  # pylint: disable=too-many-arguments
@@ -717,37 +784,6 @@ class DebianDomain(LibvirtDomain):
         domain._define(disks, memory_mib=memory_mib, vcpus=vcpus, kernel=domain.base.kernel, initrd=domain.base.initrd,
                        cmdline=qemu_vm.KERNEL_APPEND, domain_type=None, ssh_port=domain.port)
         return domain
-
-    def start(self) -> DebianDomain:
-        """Start the domain; return once QEMU runs (not once SSH answers)."""
-        super().start()
-        self.started_at = time.monotonic()
-        return self
-
-    def ssh_command(self, command: str | t.Sequence[str] = (), connect_timeout: int = 10) -> list[str]:
-        """Return the ssh command line that runs COMMAND (a string or argv) as root in the guest."""
-        remote = command if isinstance(command, str) else shlex.join(command)
-        argv = ['ssh', '-F', '/dev/null', *qemu_vm.SSH_OPTIONS, '-o', 'BatchMode=yes', '-o', f'ConnectTimeout={connect_timeout}',
-                '-i', str(self.base.private_key), '-p', str(self.port), 'root@127.0.0.1']
-        return argv + ['--', remote] if remote else argv
-
-    def ssh(self, command: str | t.Sequence[str], timeout: float = 120.0) -> subprocess.CompletedProcess:
-        """Run COMMAND in the guest over SSH; return the CompletedProcess (text output)."""
-        try:
-            return subprocess.run(self.ssh_command(command), stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout,
-                                  check=False)
-        except subprocess.TimeoutExpired as exc:
-            raise LibvirtHostError(f'ssh {command!r} did not finish within {timeout:.0f}s') from exc
-
-    def wait_for_ssh(self, timeout: float = 300.0) -> float:
-        """Wait until root can log in over SSH; return seconds since start. Bounded by TIMEOUT."""
-        origin = self.started_at if self.started_at is not None else time.monotonic()
-
-        def gone() -> t.Optional[str]:
-            state = self.state()
-            return None if state == 'running' else f'{self.name} is {state} before SSH answered'
-        qemu_vm.poll_ssh(self.ssh_command, gone, timeout, self._failure)
-        return time.monotonic() - origin
 
     def inventory_vars(self) -> dict[str, t.Any]:
         """Return the host variables Ansible needs to reach this guest over SSH."""

@@ -13,6 +13,7 @@ venv=${IMAGEPREP_VENV:-$repo/.venv}
 apt_packages=(
   make git rsync openssh-client ca-certificates
   qemu-system-x86 qemu-utils ovmf
+  grub-efi-amd64-bin mtools dosfstools fdisk
   mmdebstrap debootstrap
   podman runc
   systemd-journal-remote

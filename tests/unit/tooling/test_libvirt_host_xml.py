@@ -173,3 +173,19 @@ def test_log_since_reads_only_new_lines(tmp_path):
         handle.write('new error\n')
     assert libvirt_host.log_since(log, offset) == 'new error'
     assert libvirt_host.log_since(tmp_path / 'missing.log', 0) == ''
+
+
+def test_domain_xml_boots_uefi_firmware_with_its_own_variable_store():
+    domain = render(firmware=libvirt_host.UefiFirmware(pathlib.Path('/scratch/nvram.fd')))
+    loader = domain.find('os/loader')
+    assert loader.text == '/usr/share/OVMF/OVMF_CODE_4M.fd'
+    assert (loader.get('type'), loader.get('readonly')) == ('pflash', 'yes')
+    nvram = domain.find('os/nvram')
+    assert (nvram.text, nvram.get('template')) == ('/scratch/nvram.fd', '/usr/share/OVMF/OVMF_VARS_4M.fd')
+    assert domain.find('os/kernel') is None
+    assert domain.find('os/boot').get('dev') == 'hd'
+
+
+def test_domain_xml_without_firmware_has_no_loader():
+    domain = render()
+    assert domain.find('os/loader') is None and domain.find('os/nvram') is None

@@ -90,7 +90,7 @@ options:
     description:
       - An uploaded image file to register (qcow2, raw, fixed or dynamic VHD, VHDX, VMDK). A
         fixed VHD is recognised by its footer even though C(qemu-img info) calls it raw.
-      - A file with a backing file is refused: an upload must hold the whole disk.
+      - A file with a backing file is refused; an upload must hold the whole disk.
     type: path
   checksum:
     description:

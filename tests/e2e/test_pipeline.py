@@ -2,7 +2,7 @@
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """The golden-image pipeline (playbook imageprep.vm.linux_image) on two fresh demo VMs at once.
 
-Both are firmware-booted Debian 12 libvirt domains with a data disk, reached over SSH as the
+Both are firmware-booted (checked first: OVMF, GRUB, no -kernel) Debian 12 libvirt domains with a data disk, reached over SSH as the
 provisioning account. `good` must become a verified VM image in the library; `bad` carries a
 private key in /srv that the deprovisioning does not remove (only a person may), so its audit
 fails: it must come back restored from its backup, running as before, and no image of it may
@@ -20,6 +20,8 @@ import pathlib
 import re
 import subprocess
 import time
+import typing as t
+import xml.etree.ElementTree as ET
 
 import demo_vm
 import libvirt_host
@@ -44,6 +46,47 @@ def guest(vm: demo_vm.DemoVM, command: str) -> str:
     run = vm.ssh(f'sudo -n sh -c {json.dumps(command)}')
     assert run.returncode == 0, f'{command}: {run.stderr}'
     return run.stdout
+
+
+def identity(vm: demo_vm.DemoVM) -> dict[str, t.Any]:
+    """The machine-id and the SSH host keys (base64 blobs) of a running guest, read from its files."""
+    keys = guest(vm, 'cat /etc/ssh/ssh_host_*_key.pub')
+    return {'machine_id': guest(vm, 'cat /etc/machine-id').strip(), 'keys': {line.split()[1] for line in keys.splitlines()}}
+
+
+def wait_for_data_mount(vm: demo_vm.DemoVM) -> subprocess.CompletedProcess:
+    """Return ``findmnt`` of /srv/data once the guest has mounted it (nofail: it may follow SSH by a moment)."""
+    deadline = time.monotonic() + 60.0
+    while True:
+        found = vm.ssh(['findmnt', '-no', 'SOURCE,FSTYPE', demo_vm.DATA_MOUNT])
+        if found.returncode == 0 or time.monotonic() > deadline:
+            return found
+        time.sleep(2.0)
+
+
+def demo_vm_is_ready(vm: demo_vm.DemoVM) -> None:
+    """The demo VM booted through its firmware, is reached as the provisioning account, and sees its data disk."""
+    # what libvirt runs: OVMF from flash with the domain's own variable store, no kernel of its own
+    live = ET.fromstring(vm.dumpxml()).find('os')
+    assert live.find('loader').text == str(libvirt_host.OVMF_CODE)
+    assert (live.find('loader').get('type'), live.find('loader').get('readonly')) == ('pflash', 'yes')
+    assert live.find('nvram').text == str(vm.nvram) and vm.nvram.exists()
+    assert live.find('kernel') is None and live.find('initrd') is None
+    console = vm.console_log.read_text(encoding='utf-8', errors='replace')
+    for mark in ('BdsDxe: starting', demo_vm.GRUB_MARK, 'Linux version'):
+        assert mark in console, f'{mark!r} not on the serial console:\n{console[-3000:]}'
+    cmdline = vm.ssh(['cat', '/proc/cmdline'])
+    assert f'root=UUID={demo_vm.ROOT_UUID}' in cmdline.stdout and 'BOOT_IMAGE=/vmlinuz' in cmdline.stdout, cmdline
+    who = vm.ssh(['id', '-un'])
+    assert (who.returncode, who.stdout.strip()) == (0, demo_vm.PROVISION_USER), who
+    assert guest(vm, 'id -u').strip() == '0'
+    mounted = wait_for_data_mount(vm)
+    assert mounted.stdout.split() == ['/dev/vdb', 'ext4'], mounted
+    assert guest(vm, f'cat {demo_vm.DATA_MOUNT}/{demo_vm.DATA_MARKER}') == demo_vm.DATA_MARKER_TEXT
+    # cloud-init is installed, and without a datasource its generator keeps it off the boot
+    assert vm.ssh(['dpkg-query', '-W', '-f=${Status}', 'cloud-init']).stdout == 'install ok installed'
+    assert 'disabled' in vm.ssh(['cloud-init', 'status']).stdout
+    assert guest(vm, 'test -e /root/.ssh/authorized_keys && echo present || echo absent').strip() == 'absent'
 
 
 def playbook(inventory: pathlib.Path, extra: pathlib.Path, tmp_path: pathlib.Path, *args: str) -> subprocess.CompletedProcess:
@@ -76,8 +119,8 @@ def test_the_pipeline_makes_a_verified_image_and_restores_what_it_cannot_clean(t
             vm.wait_for_ssh(SSH_TIMEOUT)
         request.node.user_properties.append(('two demo VMs up', f'{time.monotonic() - start:.1f}s'))
         good, bad = vms['good'], vms['bad']
-        before = {label: {'machine_id': guest(vm, 'cat /etc/machine-id').strip(), 'keys': host_keys(vm.port)}
-                  for label, vm in vms.items()}
+        demo_vm_is_ready(good)
+        before = {label: identity(vm) for label, vm in vms.items()}
         guest(bad, f'mkdir -p /srv/app && ssh-keygen -q -t ed25519 -N "" -C deploy -f {PLANTED_KEY}')
 
         inventory = demo_vm.write_inventory(tmp_path / 'inventory.yml', good, bad)
@@ -90,7 +133,23 @@ def test_the_pipeline_makes_a_verified_image_and_restores_what_it_cannot_clean(t
             'image_pipeline_backup_state_dir': str(tmp_path / 'backups'),
             'image_pipeline_verify_workdir': str(tmp_path / 'clones'),
             'image_pipeline_log_dir': str(tmp_path / 'logs'),
+            'linux_deprovision_report_dir': str(tmp_path / 'reports'),
         }), encoding='utf-8')
+
+        # check mode: says what it would do, changes nothing (no backup, no image, both VMs running as they were)
+        start = time.monotonic()
+        checked = playbook(inventory, extra, tmp_path, '--check', '-e', f'imageprep_hosts={good.name}')
+        request.node.user_properties.append(('check mode, one host', f'{time.monotonic() - start:.1f}s'))
+        assert checked.returncode == 0, (checked.stdout + checked.stderr)[-20000:]
+        summary = {r['host']: r for r in json.loads((tmp_path / 'logs' / 'summary.json').read_text(encoding='utf-8'))} \
+            if (tmp_path / 'logs' / 'summary.json').exists() else {}
+        assert not summary, 'check mode wrote the summary'
+        assert not library.exists() and not (tmp_path / 'backups').exists()
+        for label, vm in vms.items():
+            assert vm.state() == 'running'
+            assert vm.block_devices() == {'vda': str(vm.os_disk), 'vdb': str(vm.data_disk)}
+            assert guest(vm, 'cat /etc/machine-id').strip() == before[label]['machine_id']
+        assert re.search(rf'{re.escape(good.name)}\s+{re.escape(good.name)}\s+-\s+check', checked.stdout), checked.stdout[-5000:]
 
         start = time.monotonic()
         first = playbook(inventory, extra, tmp_path)
@@ -140,7 +199,8 @@ def test_the_pipeline_makes_a_verified_image_and_restores_what_it_cannot_clean(t
         assert bad.state() == 'running'
         bad.wait_for_ssh(SSH_TIMEOUT)
         assert guest(bad, 'cat /etc/machine-id').strip() == before['bad']['machine_id']
-        assert host_keys(bad.port) == before['bad']['keys']
+        assert identity(bad) == before['bad']
+        assert host_keys(bad.port) <= before['bad']['keys']
         assert guest(bad, f'test -s {PLANTED_KEY} && echo present').strip() == 'present'
         failure = json.loads((tmp_path / 'logs' / bad.name / 'failure.json').read_text(encoding='utf-8'))
         assert failure['result']['stage'] == 'generalize'

@@ -46,6 +46,7 @@ image_pipeline_image_description: the imageprep.vm demo VM (Debian 12, UEFI, one
 image_pipeline_backup_state_dir: $dir/backups
 image_pipeline_verify_workdir: $dir/clones
 image_pipeline_log_dir: $dir/logs
+linux_deprovision_report_dir: $dir/reports
 VARS
 
 step "ansible-playbook imageprep.vm.linux_image (backup, generalize, power off, capture, verify, report)"

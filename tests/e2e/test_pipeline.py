@@ -19,6 +19,7 @@ import os
 import pathlib
 import re
 import subprocess
+import sys
 import time
 import typing as t
 import xml.etree.ElementTree as ET
@@ -26,12 +27,14 @@ import xml.etree.ElementTree as ET
 import demo_vm
 import libvirt_host
 from module_runs import run_module
-from test_qemu_vm import ansible_executable
 
 SSH_TIMEOUT = 600.0
 VERSION = '1.0.0'
 MACHINE_ID = re.compile(r'^[0-9a-f]{32}$')
 PLANTED_KEY = '/srv/app/deploy_key'
+# the toolchain's, next to the Python running the tests (else the one on PATH)
+ANSIBLE_PLAYBOOK = str(pathlib.Path(sys.executable).with_name('ansible-playbook')) \
+    if pathlib.Path(sys.executable).with_name('ansible-playbook').exists() else 'ansible-playbook'
 
 
 def host_keys(port: int) -> set[str]:
@@ -92,7 +95,7 @@ def demo_vm_is_ready(vm: demo_vm.DemoVM) -> None:
 def playbook(inventory: pathlib.Path, extra: pathlib.Path, tmp_path: pathlib.Path, *args: str) -> subprocess.CompletedProcess:
     """Run the collection's linux_image playbook; return the finished process."""
     env = dict(os.environ, ANSIBLE_NOCOLOR='1', ANSIBLE_HOME=str(tmp_path / 'ansible-home'), ANSIBLE_FORKS='5')
-    command = [str(pathlib.Path(ansible_executable()).with_name('ansible-playbook')), '-i', str(inventory), '-e', f'@{extra}',
+    command = [ANSIBLE_PLAYBOOK, '-i', str(inventory), '-e', f'@{extra}',
                *args, 'imageprep.vm.linux_image']
     return subprocess.run(command, capture_output=True, text=True, timeout=2400, env=env, check=False)
 

@@ -162,10 +162,11 @@ tools:
   type: list
   elements: dict
   sample: [{command: cloud-init clean --logs --seed --machine-id, rc: '0'}]
-skipped:
+tools_not_run:
   description:
     - Vendor tools that could not be executed in the root (for example an image of another
       architecture); their categories were reset by files only.
+    - Not named C(skipped), which Ansible reserves for a task that did not run.
   returned: always
   type: list
   elements: dict
@@ -257,7 +258,7 @@ class LinuxResidue:
             'changed': changed,
             'removed': group(items),
             'tools': [],
-            'skipped': [],
+            'tools_not_run': [],
             'deferred': deferred_users,
             'final_pass': bool(final_files) or residue.final_pass_marker(self.fs) is not None,
             'os_family': self.target.family,
@@ -277,7 +278,7 @@ class LinuxResidue:
             return result
         done = residue.apply(self.target, self.options, items, self.module.run_command, self.running)
         result['tools'] = done['tools']
-        result['skipped'] = done['skipped']
+        result['tools_not_run'] = done['skipped']
         result['removed'] = group(done['items'])
         if final_files:
             self.install_final_pass(final_files)

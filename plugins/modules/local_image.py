@@ -221,7 +221,9 @@ image:
     tags: {description: Tags., type: dict}
     provenance: {description: How the image was made., type: dict}
     source:
-      description: Where the disks came from (C(type) is V(disks), V(libvirt_domain) or V(file)), their paths, and C(backing_chains) (for each disk on a backing chain, the files under it, nearest first) when any.
+      description:
+        - Where the disks came from (C(type) is V(disks), V(libvirt_domain) or V(file)) and their paths.
+        - C(backing_chains), when a disk is on a backing chain, lists for each such disk the files under it, nearest first.
       type: dict
     fingerprint: {description: Identity of the sources and settings; an unchanged re-run compares it without reading disks., type: str}
     crash_consistent: {description: True when a disk was copied while a running VM held it (O(force=true))., type: bool}

@@ -63,3 +63,51 @@ def test_a_made_version_is_left_alone_and_an_unknown_vm_fails_without_stopping_t
     images = run_module('local_image_info', {'library': str(library)}, WORK / 'runs')['images']
     assert [(i['name'], i['version']) for i in images] == [('web', '2.0.0')]
     assert not (WORK / 'backups').exists()
+
+
+def test_check_mode_changes_nothing(tmp_path):  # pylint: disable=too-many-locals
+    """--check on a VM whose guest is a real Debian root (reached through chroot) and whose domain runs on a blank disk.
+
+    Preflight reads the domain's state and the guest's identity, the backup says what it would
+    snapshot, the deprovisioning role lists what it would remove, and the run stops there:
+    nothing in the guest, the domain, the library or the backups changes.
+    """
+    import debian_root  # pylint: disable=import-outside-toplevel
+    import libvirt_host  # pylint: disable=import-outside-toplevel
+    import plant_used_vm  # pylint: disable=import-outside-toplevel
+    from tree_listing import listing  # pylint: disable=import-outside-toplevel
+
+    root = tmp_path / 'root'
+    debian_root.copy('guest', root)
+    plant_used_vm.plant(root, 'debian')
+    guest_before = listing(root)
+    disk = tmp_path / 'os.qcow2'
+    subprocess.run(['qemu-img', 'create', '-q', '-f', 'qcow2', str(disk), '16M'], check=True)
+    with libvirt_host.LibvirtDomain.define(libvirt_host.unique_name('check'), [{'path': disk}], tmp_path / 'domain',
+                                           domain_type='qemu') as domain:
+        domain.start()
+        inventory = {'all': {'hosts': {'template': {
+            'ansible_connection': 'community.general.chroot', 'ansible_host': str(root),
+            'ansible_python_interpreter': '/usr/bin/python3',
+            'image_pipeline_domain': domain.name, 'image_pipeline_image_version': '1.0.0',
+            'image_pipeline_library': str(tmp_path / 'library'), 'image_pipeline_log_dir': str(tmp_path / 'logs'),
+            'image_pipeline_backup_state_dir': str(tmp_path / 'backups'),
+            'linux_deprovision_confirm': True, 'linux_deprovision_report_dir': str(tmp_path / 'reports'),
+        }}}}
+        (tmp_path / 'inventory.json').write_text(json.dumps(inventory), encoding='utf-8')
+        env = dict(os.environ, ANSIBLE_NOCOLOR='1', ANSIBLE_HOME=str(tmp_path / 'ansible-home'))
+        run = subprocess.run(['ansible-playbook', '--check', '-i', str(tmp_path / 'inventory.json'), 'imageprep.vm.linux_image'],
+                             capture_output=True, text=True, env=env, timeout=900, check=False)
+        output = run.stdout + run.stderr
+        assert run.returncode == 0, output[-20000:]
+        assert re.search(r'template\s+template\s+-\s+check\s', output), output[-5000:]
+        # what it would do was said: the snapshot would be taken, the residue would be removed
+        assert re.search(r'Back up the disks of the source VM\] \*+\nchanged: \[template -> localhost\]', output), output[-20000:]
+        assert re.search(r'linux_deprovision : Remove the residue\] \*+\nchanged: \[template\]', output), output[-20000:]
+        assert domain.state() == 'running'
+        assert domain.block_devices() == {'vda': str(disk)}
+    # Ansible's own remote tmp in the account it ran as is all that appeared
+    assert listing(root, skip=['/root/.ansible']) == guest_before
+    for made in ('library', 'backups', 'logs', 'reports'):
+        assert not (tmp_path / made).exists(), made
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['ansible-home', 'domain', 'inventory.json', 'os.qcow2', 'root']

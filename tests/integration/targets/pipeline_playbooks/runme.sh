@@ -3,7 +3,8 @@
 # a version already in the library ends a host's run before anything connects to it, with no
 # change; a VM libvirt does not know fails in preflight, untouched, with the cause in the
 # summary and in its failure.json, while the other host goes on; the summary is printed and
-# written, and the exit code says a host failed.
+# written, and the exit code says a host failed; --check on a real Debian root (chroot) whose
+# domain runs on a blank disk changes nothing.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 : "${ANSIBLE_COLLECTIONS_PATH:?set by make integration: where ansible_collections/imageprep/vm is}"

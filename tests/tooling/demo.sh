@@ -6,7 +6,8 @@
 # cached demo disk, boots a fresh demo VM from it (UEFI firmware, a data disk) as a libvirt
 # domain, runs the imageprep.vm.linux_image playbook against it, and prints the registered
 # image, its report and the verify result. The library stays in place for local_image_info
-# afterwards; the demo VM (generalized and shut off by then) and its backup are removed.
+# afterwards; the demo VM (generalized and shut off by then) and its backup are removed, and
+# the logs and reports of the run stay in the work directory until the next demo.
 #
 # Needs root (libvirt's system daemon, the image library under /var/lib/imageprep).
 # Environment: IMAGEPREP_DEMO_DIR (work directory, default .cache/demo),
@@ -29,10 +30,17 @@ if [[ $(id -u) -ne 0 ]]; then
   exit 1
 fi
 
+# The demo VM with everything the pipeline made for it on the hypervisor side (the backup's
+# overlays in its directory, the backup record, the clone's directory); the logs stay until the next demo.
+remove_demo_vm() {
+  python "$targets/demo_vm.py" down "$dir" >/dev/null
+  rm -rf "$dir/imageprep-demo" "$dir/backups" "$dir/clones"
+}
+
 step "demo VM: remove the one an earlier demo left, build or reuse the disk, boot a fresh VM"
-python "$targets/demo_vm.py" down "$dir" >/dev/null
-cleanup() { python "$targets/demo_vm.py" down "$dir" >/dev/null 2>&1 || true; }
-trap cleanup EXIT
+remove_demo_vm
+rm -rf "$dir/logs" "$dir/reports"
+trap 'remove_demo_vm 2>/dev/null || true' EXIT
 python "$targets/demo_vm.py" up "$dir" --name imageprep-demo
 
 cat >"$dir/demo-vars.yml" <<VARS

@@ -15,10 +15,17 @@ export IMAGEPREP_TEST_TARGETS := $(COLL)/tests/targets
 PYTHON_VERSION := 3.12
 export PATH := $(VENV)/bin:$(PATH)
 export ANSIBLE_COLLECTIONS_PATH := $(COLLECTIONS)
+# The Azure tests answer from the official Azure REST API examples, kept outside the repository next to
+# it (or next to the repository this one was cloned from); IMAGEPREP_AZURE_REST_EXAMPLES overrides.
+ORIGIN := $(shell git -C $(REPO) config --get remote.origin.url 2>/dev/null)
+IMAGEPREP_AZURE_REST_EXAMPLES ?= $(abspath $(patsubst %/README.md,%,$(firstword $(wildcard \
+	$(REPO)/../shared/azure-rest-examples/README.md $(ORIGIN)/../shared/azure-rest-examples/README.md))))
+export IMAGEPREP_AZURE_REST_EXAMPLES
+export IMAGEPREP_AZURITE ?= $(CACHE)/npm/node_modules/.bin/azurite-blob
 export ANSIBLE_NOCOLOR := 1
 export NO_COLOR := 1
 
-LAYERS := sanity lint unit build integration molecule e2e
+LAYERS := sanity lint unit build azure integration molecule e2e
 
 .PHONY: help setup test demo sync $(LAYERS)
 
@@ -63,6 +70,9 @@ integration: setup sync
 
 molecule: setup sync
 	tests/tooling/run_molecule.sh $(COLL)
+
+azure: setup sync
+	cd $(COLL) && python -m pytest -q -p no:cacheprovider tests/azure
 
 e2e: setup sync
 	cd $(COLL) && python -m pytest -q -p no:cacheprovider tests/e2e

@@ -60,8 +60,16 @@ def live_group_members(pgid: int) -> list[int]:
 class ModuleProcess:
     """One module run, started at once in a new session (its own process group)."""
 
-    def __init__(self, module: str, args: dict[str, t.Any], workdir: pathlib.Path) -> None:
+    def __init__(self, module: str, args: dict[str, t.Any], workdir: pathlib.Path,
+                 env: t.Optional[dict[str, t.Optional[str]]] = None) -> None:
         self.module = module
+        # ENV is laid over this process's environment; a key set to None is removed
+        environment = dict(os.environ, PYTHONPATH=collections_root())
+        for key, value in (env or {}).items():
+            if value is None:
+                environment.pop(key, None)
+            else:
+                environment[key] = value
         workdir.mkdir(parents=True, exist_ok=True)
         fd, args_file = tempfile.mkstemp(prefix=f'{module}-', suffix='.json', dir=workdir)
         with os.fdopen(fd, 'w', encoding='utf-8') as handle:
@@ -71,7 +79,7 @@ class ModuleProcess:
         self.process = subprocess.Popen(  # pylint: disable=consider-using-with  # ended in result() or kill_group()
             [sys.executable, '-m', f'{MODULE_PACKAGE}.{module}', args_file],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
-            env=dict(os.environ, PYTHONPATH=collections_root()))
+            env=environment)
 
     def __enter__(self) -> 'ModuleProcess':
         return self
@@ -112,9 +120,10 @@ class ModuleProcess:
             time.sleep(0.01)
 
 
-def run_module(module: str, args: dict[str, t.Any], workdir: pathlib.Path) -> dict[str, t.Any]:
-    """Run MODULE with ARGS to its end and return its result (``rc`` added)."""
-    with ModuleProcess(module, args, workdir) as run:
+def run_module(module: str, args: dict[str, t.Any], workdir: pathlib.Path,
+               env: t.Optional[dict[str, t.Optional[str]]] = None) -> dict[str, t.Any]:
+    """Run MODULE with ARGS (and ENV laid over this process's environment) to its end and return its result (``rc`` added)."""
+    with ModuleProcess(module, args, workdir, env) as run:
         return run.result()
 
 

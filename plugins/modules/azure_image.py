@@ -828,9 +828,10 @@ class AzureImageManager:
     def _version_body(self, vm: dict | None, location: str) -> dict:
         publishing = {'targetRegions': [{'name': item['name'], 'regionalReplicaCount': item['regional_replica_count'],
                                          'storageAccountType': item['storage_account_type'], 'excludeFromLatest': item['exclude_from_latest']}
-                                        for item in self._target_regions(location)],
-                      'replicaCount': self.params['replica_count'], 'storageAccountType': self.params['storage_account_type'],
-                      'excludeFromLatest': self.params['exclude_from_latest']}
+                                        for item in self._target_regions(location)]}
+        # a PUT replaces the version's profile: what is left out takes Azure's default (false, no end of life)
+        if self.params['exclude_from_latest']:
+            publishing['excludeFromLatest'] = True
         if self.params['end_of_life_date']:
             publishing['endOfLifeDate'] = self.params['end_of_life_date']
         if vm:

@@ -541,20 +541,29 @@ class ArmSession:
     def wait_provisioned(self, path: str, api_version: str, timeout: float,
                          interval: float | None = None) -> dict[str, t.Any]:
         """Poll the resource at PATH until its provisioningState is terminal (re-attach to a running operation)."""
+        body = self.wait_until(path, api_version, lambda body: operation_state(body) in TERMINAL_STATES or not operation_state(body),
+                               timeout, interval=interval)
+        state = operation_state(body)
+        if state in ('failed', 'canceled'):
+            raise AzureError(f'waiting for {path}: provisioning ended {state}', code=f'Provisioning{state.title()}',
+                             details=(body.get('properties') or {}).get('provisioningError'))
+        return body
+
+    def wait_until(self, path: str, api_version: str, done: t.Callable[[dict[str, t.Any]], bool], timeout: float,
+                   query: dict[str, str] | None = None, interval: float | None = None) -> dict[str, t.Any]:
+        """Poll the resource at PATH until DONE(resource) holds; return it. Raise AzureTimeout at the deadline."""
         deadline = self.clock() + timeout
-        interval = self.poll_seconds if interval is None else interval
         what = f'waiting for {path}'
+        polls = 0
         while True:
-            body = self.get(path, api_version)
+            body = self.get(path, api_version, query=query)
             if body is None:
-                raise AzureError(f'{what}: the resource is gone (deleted while it was being provisioned?)', status=404)
-            state = operation_state(body)
-            if state in TERMINAL_STATES or not state:
-                if state in ('failed', 'canceled'):
-                    raise AzureError(f'{what}: provisioning ended {state}', code=f'Provisioning{state.title()}',
-                                     details=(body.get('properties') or {}).get('provisioningError'))
+                raise AzureError(f'{what}: the resource is gone (deleted while it was being changed?)', status=404)
+            if done(body):
                 return body
-            self._pause(interval, deadline, what, path)
+            # a resource's GET carries no Retry-After: poll after 1, 2, 4 ... seconds, up to the usual interval
+            self._pause(interval if interval is not None else min(self.poll_seconds, 2.0 ** polls), deadline, what, path)
+            polls += 1
 
     def _final(self, method: str, path: str, api_version: str, body: t.Any) -> t.Any:
         if method in ('PUT', 'PATCH'):

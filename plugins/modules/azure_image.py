@@ -408,6 +408,12 @@ def vm_status(vm: dict) -> dict:
     }
 
 
+def vm_settled(vm: dict) -> bool:
+    """Return whether no operation runs on VM (read with its instance view): not updating, not between power states."""
+    return azure.operation_state(vm) not in ('updating', 'creating', 'deleting') and \
+        vm_status(vm)['power_state'] not in ('deallocating', 'stopping', 'starting')
+
+
 def disk_source(disk: dict) -> dict:
     """Return the REST source of a disk option: {blobUri}, {managedDisk: {id}} or {snapshot: {id}}."""
     sources = [key for key in ('blob_uri', 'managed_disk', 'snapshot') if disk.get(key)]
@@ -572,6 +578,10 @@ class AzureImageManager:
         vm = self.arm.get(path, azure.API_COMPUTE, query={'$expand': 'instanceView'})
         if vm is None:
             raise AzureImageError(f'virtual machine {path} does not exist')
+        if not vm_settled(vm):
+            # an operation runs on the VM (an earlier run's deallocate that timed out): wait for it, then read it again
+            self.actions.append('wait')
+            vm = self.arm.wait_until(path, azure.API_COMPUTE, vm_settled, self.timeout, query={'$expand': 'instanceView'})
         status = vm_status(vm)
         if not status['hyper_v_generation'] and status['os_disk']:
             disk = self.arm.get(status['os_disk'], azure.API_DISK) or {}
@@ -719,6 +729,9 @@ class AzureImageManager:
                                   f'of subscription {self.arm.subscription_id}')
         definition_path = self._gallery_path('images', self.params['gallery_image'])
         definition = self.arm.get(definition_path, azure.API_GALLERY)
+        if definition and azure.operation_state(definition) in ('creating', 'updating'):  # an earlier run timed out making it
+            self.actions.append('wait')
+            definition = self.arm.wait_provisioned(definition_path, azure.API_GALLERY, self.timeout)
         versions_path = definition_path + '/versions'
         existing = self.arm.list(versions_path, azure.API_GALLERY) if definition else []
         if self.params['state'] == 'absent':

@@ -29,7 +29,8 @@ def run(arm, tmp_path, env=None, **args):
 
 def changes(arm, since=0):
     """Return the (method, path) of the requests after SINCE that change something."""
-    return [(request.method, request.path) for request in arm.requests[since:] if request.method in ('PUT', 'PATCH', 'POST', 'DELETE')]
+    return [(request.method, request.path) for request in arm.requests[since:]
+            if request.method in ('PUT', 'PATCH', 'POST', 'DELETE') and request.path.startswith('/subscriptions/')]
 
 
 def bodies(arm, method, pattern):
@@ -47,7 +48,7 @@ def assert_shaped_like(body, examples_dir, example, openapi_extras=()):
 
 
 def statuses(arm, vm):
-    return [status['code'] for status in arm.resource(vm['id'])['properties']['instanceView']['statuses']]
+    return [status['code'] for status in arm.instance_view(vm['id'])['statuses']]
 
 
 @pytest.fixture
@@ -157,7 +158,10 @@ def test_a_failed_creation_leaves_no_version(arm, seeded, tmp_path):
     assert arm.resource(version_id) is None
 
 
-def test_a_timed_out_creation_is_waited_for_by_the_next_run(arm, seeded, tmp_path):
+def test_a_timed_out_creation_is_waited_for_by_the_next_run(arm, tmp_path):
+    arm.add_vm(RG, 'web1', power_state='deallocated', generalized=True)
+    arm.add_gallery(RG, 'corp')
+    arm.add_gallery_image(RG, 'corp', 'debian12-web', publisher='imageprep', offer='debian12', sku='web')
     arm.lro_polls = 6
     arm.retry_after = 1
     late = run(arm, tmp_path, timeout=2, **gallery_args(version='3.0.0'))
@@ -167,6 +171,19 @@ def test_a_timed_out_creation_is_waited_for_by_the_next_run(arm, seeded, tmp_pat
     assert waited['rc'] == 0 and waited['actions'][0] == 'wait', waited
     assert len(bodies(arm, 'PUT', r'/versions/3\.0\.0$')) == puts
     assert waited['image']['provisioning_state'] == 'Succeeded'
+
+
+def test_a_timed_out_deallocation_is_waited_for_by_the_next_run(arm, seeded, tmp_path):
+    arm.add_gallery_image(RG, 'corp', 'debian12-web', publisher='imageprep', offer='debian12', sku='web')
+    arm.lro_polls = 6
+    arm.retry_after = 1
+    late = run(arm, tmp_path, timeout=2, **gallery_args())
+    assert late['rc'] == 1 and 'deallocate' in late['msg'] and 'goes on in Azure' in late['msg'], late
+    arm.lro_polls = 1
+    arm.retry_after = 0
+    waited = run(arm, tmp_path, timeout=60, **gallery_args())
+    assert waited['rc'] == 0 and waited['actions'][0] == 'wait' and 'create_version' in waited['actions'], waited
+    assert len(bodies(arm, 'POST', r'/deallocate$')) == 1
 
 
 def test_a_managed_image_from_a_vm_and_a_tag_update(arm, seeded, tmp_path, examples_dir):
@@ -185,6 +202,7 @@ def test_a_managed_image_from_a_vm_and_a_tag_update(arm, seeded, tmp_path, examp
 
 
 def test_uploaded_vhds_become_a_managed_image_with_their_luns(arm, tmp_path, examples_dir):
+    arm.add_resource_group(RG)
     blob = 'https://store1.blob.core.windows.net/vhds/'
     made = run(arm, tmp_path, resource_group=RG, name='appliance', location='westus', os_type='linux', force=True,
                os_disk={'blob_uri': blob + 'os.vhd'}, data_disks=[{'lun': 0, 'blob_uri': blob + 'data0.vhd'}])
@@ -193,16 +211,19 @@ def test_uploaded_vhds_become_a_managed_image_with_their_luns(arm, tmp_path, exa
     (body,) = bodies(arm, 'PUT', r'/images/appliance$')
     assert_shaped_like(body, examples_dir, 'ComputeRP/stable/2024-11-01/examples/imageExamples/Image_Create_DataDiskFromABlobIncluded.json',
                        openapi_extras=('properties.hyperVGeneration', 'properties.storageProfile.osDisk.storageAccountType',
-                                       'properties.storageProfile.dataDisks.storageAccountType'))
+                                       'properties.storageProfile.dataDisks[].storageAccountType'))
     assert arm.problems == []
 
 
-def test_snapshots_become_a_gallery_version(arm, tmp_path, examples_dir):
+def test_managed_disks_become_a_gallery_version(arm, tmp_path, examples_dir):
     arm.add_gallery(RG, 'corp')
-    snapshots = '/subscriptions/%s/resourceGroups/%s/providers/Microsoft.Compute/snapshots/' % (arm.subscription_id, RG)
-    made = run(arm, tmp_path, resource_group=RG, gallery='corp', gallery_image='from-snaps', definition=DEFINITION, os_type='linux',
-               os_state='specialized', os_disk={'snapshot': snapshots + 'os'}, data_disks=[{'lun': 1, 'snapshot': snapshots + 'd1'}])
+    os_disk = arm.add_disk(RG, 'os', size_gb=30, os_type='Linux')
+    data_disk = arm.add_disk(RG, 'd1', size_gb=64)
+    made = run(arm, tmp_path, resource_group=RG, gallery='corp', gallery_image='from-disks', definition=DEFINITION, os_type='linux',
+               os_state='specialized', os_disk={'managed_disk': os_disk['id']}, data_disks=[{'lun': 1, 'managed_disk': data_disk['id']}])
     assert made['rc'] == 0 and made['actions'] == ['create_definition', 'create_version'], made
+    assert made['image']['data_disk_luns'] == [1] and made['image']['os_disk_source'].endswith('/disks/os')
+    # a disk is a source of the same shape as the example's snapshots ({"source": {"id": ...}})
     (body,) = bodies(arm, 'PUT', r'/versions/1\.0\.0$')
     assert_shaped_like(body, examples_dir, 'GalleryRP/stable/2024-03-03/examples/galleryExamples/GalleryImageVersion_Create_WithSnapshotsAsSource.json')
     assert arm.problems == []

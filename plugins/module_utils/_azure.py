@@ -25,7 +25,6 @@ import json
 import os
 import re
 import shutil
-import subprocess
 import time
 import traceback
 import typing as t
@@ -178,8 +177,8 @@ def resolve_settings(params: dict[str, t.Any], env: t.Mapping[str, str], home: s
     """
     source = params.get('auth_source') or 'auto'
     profile = params.get('profile') or env.get('AZURE_PROFILE')
-    from_params = {key: params.get(key) for key, _, _ in CREDENTIAL_KEYS if params.get(key)}
-    from_env = {key: env[var] for key, var, _ in CREDENTIAL_KEYS if env.get(var)}
+    from_params = {key: params.get(key) for key, *_names in CREDENTIAL_KEYS if params.get(key)}
+    from_env = {key: env[var] for key, var, _file_key in CREDENTIAL_KEYS if env.get(var)}
     credential_keys = ('client_id', 'secret', 'ad_user', 'password', 'tenant')
 
     def merged(base: dict[str, t.Any], origin: str) -> dict[str, t.Any]:
@@ -356,7 +355,7 @@ class ArmSession:
         self.client = PipelineClient(base_url=self.cloud.resource_manager, policies=self._policies(self.credential, self.cloud.scope))
         subscription = self.settings.get('subscription_id')
         if not subscription and self.kind == 'cli':
-            subscription = self._cli_subscription(env)
+            subscription = self._cli_subscription(env, home or os.path.expanduser('~'))
         if not subscription:
             raise AzureError(f'no subscription_id: set the option or AZURE_SUBSCRIPTION_ID (credentials from {self.settings["source"]})')
         self.subscription_id = check_subscription_id(subscription)
@@ -403,15 +402,19 @@ class ArmSession:
             return _identity.AzureCliCredential(tenant_id=settings.get('tenant'))
         return _identity.ManagedIdentityCredential(client_id=settings.get('client_id'))
 
-    def _cli_subscription(self, env: t.Mapping[str, str]) -> str:
+    @staticmethod
+    def _cli_subscription(env: t.Mapping[str, str], home: str) -> str:
+        """Return the Azure CLI's default subscription, from its profile (azureProfile.json in AZURE_CONFIG_DIR or ~/.azure)."""
+        path = os.path.join(env.get('AZURE_CONFIG_DIR') or os.path.join(home, '.azure'), 'azureProfile.json')
         try:
-            done = subprocess.run(['az', 'account', 'show', '--query', 'id', '--output', 'tsv'], env=dict(env),
-                                  capture_output=True, text=True, timeout=60, check=False)
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            raise AzureError(f'the Azure CLI could not tell the subscription: {exc}') from exc
-        if done.returncode != 0:
-            raise AzureError(f"the Azure CLI could not tell the subscription ('az account show'): {done.stderr.strip()}")
-        return done.stdout.strip()
+            with open(path, encoding='utf-8-sig') as handle:  # the CLI writes it with a byte order mark
+                profile = json.load(handle)
+        except (OSError, ValueError) as exc:
+            raise AzureError(f"the Azure CLI's profile {path} cannot be read ({exc}); run 'az login' or set subscription_id") from exc
+        default = next((item for item in profile.get('subscriptions') or [] if item.get('isDefault')), None)
+        if not default:
+            raise AzureError(f"the Azure CLI's profile {path} has no default subscription; run 'az account set' or set subscription_id")
+        return str(default.get('id', ''))
 
     # --- requests
 

@@ -20,8 +20,8 @@ description:
   - A specialized capture (O(os_state=specialized), for instance the backup before Sysprep) is not generalized;
     a running VM is captured only with O(allow_running=true) (crash-consistent) and is otherwise deallocated
     when O(deallocate=true).
-  - Everything is checked before anything changes: the VM, its power and OS state, its Hyper-V generation
-    against the gallery image definition, the gallery, and the immutable properties of an existing image.
+  - Everything is checked before anything changes (the VM, its power and OS state, its Hyper-V generation
+    against the gallery image definition, the gallery, and the immutable properties of an existing image).
   - An existing image made from the same source is left alone (a second run reports no change, without
     deallocating or generalizing the VM again); a change to a property Azure cannot change on it fails with
     the properties named. Target regions, replica counts, storage type, O(exclude_from_latest),
@@ -266,16 +266,16 @@ image:
     os_type: {description: V(linux) or V(windows)., type: str}
     os_state: {description: V(generalized) or V(specialized)., type: str}
     hyper_v_generation: {description: V(V1) or V(V2)., type: str}
-    source: {description: Resource ID of the source VM, or the OS disk's source., type: str}
-    os_disk_source: {description: Source of the OS disk (blob URI, disk or snapshot ID) when registered from disks., type: str}
+    source: {description: "Resource ID of the source VM, or the OS disk's source.", type: str}
+    os_disk_source: {description: "Source of the OS disk (blob URI, disk or snapshot ID) when registered from disks.", type: str}
     data_disk_luns: {description: LUNs of the data disks the image holds., type: list, elements: int}
-    target_regions: {description: Gallery version only, each with name, regional_replica_count and storage_account_type., type: list, elements: dict}
+    target_regions: {description: "Gallery version only, each with name, regional_replica_count and storage_account_type.", type: list, elements: dict}
     exclude_from_latest: {description: Gallery version only., type: bool}
     end_of_life_date: {description: Gallery version only., type: str}
     tags: {description: Tags., type: dict}
     provisioning_state: {description: Azure's provisioning state., type: str}
   sample:
-    id: /subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/images-rg/providers/Microsoft.Compute/galleries/corp_gallery/images/debian12-web/versions/1.0.4
+    id: /subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/images-rg/providers/Microsoft.Compute/galleries/corp/images/web/versions/1.0.4
     kind: gallery_image_version
     name: 1.0.4
     location: westeurope
@@ -551,7 +551,7 @@ class AzureImageManager:
         value = self.params['virtual_machine']
         if value.startswith('/subscriptions/'):
             parsed = azure.parse_resource_id(value)
-            if [kind.lower() for kind, _ in parsed['types']] != ['virtualmachines']:
+            if [kind.lower() for kind, _name in parsed['types']] != ['virtualmachines']:
                 raise AzureImageError(f'virtual_machine {value!r} is not the ID of a virtual machine')
             return value
         return self._id('virtualMachines', value, resource_group=self.params['vm_resource_group'])

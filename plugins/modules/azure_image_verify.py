@@ -149,7 +149,7 @@ class VerifyError(Exception):
 
 def image_api(image_id: str) -> str:
     """Return the API version that serves IMAGE_ID (a managed image or a gallery image version)."""
-    kinds = [kind.lower() for kind, _ in azure.parse_resource_id(image_id)['types']]
+    kinds = [kind.lower() for kind, _name in azure.parse_resource_id(image_id)['types']]
     if kinds == ['images']:
         return azure.API_COMPUTE
     if kinds == ['galleries', 'images', 'versions']:
@@ -249,7 +249,7 @@ class ImageVerifier:
         if api == azure.API_GALLERY:
             definition = self.arm.get(image_id.rsplit('/versions/', 1)[0], azure.API_GALLERY) or {}
         facts = image_facts(image, definition)
-        name = self.params['name'] or 'imageprep-verify-' + ''.join(secrets.choice(string.ascii_lowercase + string.digits) for _ in range(8))
+        name = self.params['name'] or 'imageprep-verify-' + ''.join(secrets.choice(string.ascii_lowercase + string.digits) for _position in range(8))
         path = azure.resource_id(self.arm.subscription_id, self.params['resource_group'], 'virtualMachines', name)
         result = {'changed': True, 'vm': {'id': path, 'name': name, 'deleted': False}, 'problems': []}
         if self.module.check_mode:

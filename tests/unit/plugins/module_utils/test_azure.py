@@ -264,3 +264,16 @@ def test_an_operation_past_the_deadline_times_out_saying_it_goes_on():
     with pytest.raises(azure.AzureTimeout, match='goes on in Azure. Run the task again'):
         session.wait('PUT', '/subscriptions/s/x', '2024-11-01', started, deadline=25)
     assert clock.now == 25
+
+
+def test_the_cli_subscription_is_the_default_one_of_its_profile(tmp_path):
+    profile = {'subscriptions': [{'id': 'other', 'isDefault': False}, {'id': SUB, 'isDefault': True}]}
+    (tmp_path / '.azure').mkdir()
+    # the CLI writes the file with a byte order mark
+    (tmp_path / '.azure' / 'azureProfile.json').write_bytes(b'\xef\xbb\xbf' + __import__('json').dumps(profile).encode())
+    assert azure.ArmSession._cli_subscription({}, str(tmp_path)) == SUB
+
+
+def test_a_cli_without_a_profile_says_to_log_in(tmp_path):
+    with pytest.raises(azure.AzureError, match="run 'az login' or set subscription_id"):
+        azure.ArmSession._cli_subscription({'AZURE_CONFIG_DIR': str(tmp_path / 'none')}, str(tmp_path))

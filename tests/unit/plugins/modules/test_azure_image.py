@@ -97,3 +97,36 @@ def test_changed_properties_compare_ids_times_and_leave_unset_wishes_alone():
     current = {'source': '/subscriptions/S/vm', 'end_of_life_date': '2027-01-01T00:00:00+00:00', 'tags': {'a': '1'}, 'location': 'westus'}
     desired = {'source': 'subscriptions/s/VM', 'end_of_life_date': '2027-01-01T00:00:00Z', 'tags': {'a': '2'}, 'location': None}
     assert mod.changed_properties(current, desired, ('source', 'end_of_life_date', 'tags', 'location')) == ['tags']
+
+
+# azure_image_verify's decisions
+
+def test_verify_knows_which_api_serves_an_image():
+    from ansible_collections.imageprep.vm.plugins.modules import azure_image_verify as verify
+    base = '/subscriptions/s/resourceGroups/rg/providers/Microsoft.Compute/'
+    assert verify.image_api(base + 'images/i') == '2024-11-01'
+    assert verify.image_api(base + 'galleries/g/images/i/versions/1.0.0') == '2024-03-03'
+    with pytest.raises(verify.VerifyError):
+        verify.image_api(base + 'disks/d')
+
+
+def test_verify_gives_a_specialized_image_no_os_profile_and_a_generalized_linux_one_a_key():
+    from ansible_collections.imageprep.vm.plugins.modules import azure_image_verify as verify
+    params = {'image_id': '/x', 'vm_size': 'Standard_B2s', 'subnet_id': '/subnet', 'admin_username': 'u', 'ssh_public_key': 'ssh-ed25519 AAA',
+              'location': 'westus'}
+    special = verify.vm_body(params, {'os_type': 'linux', 'os_state': 'specialized', 'data_disk_luns': [0]}, 'vm1', None)
+    assert 'osProfile' not in special['properties']
+    assert special['properties']['storageProfile']['dataDisks'] == [{'lun': 0, 'createOption': 'FromImage', 'deleteOption': 'Delete'}]
+    general = verify.vm_body(params, {'os_type': 'linux', 'os_state': 'generalized', 'data_disk_luns': []}, 'vm1', None)
+    keys = general['properties']['osProfile']['linuxConfiguration']['ssh']['publicKeys']
+    assert keys == [{'path': '/home/u/.ssh/authorized_keys', 'keyData': 'ssh-ed25519 AAA'}]
+
+
+def test_verify_problems():
+    from ansible_collections.imageprep.vm.plugins.modules import azure_image_verify as verify
+    vm = {'properties': {'provisioningState': 'Succeeded', 'storageProfile': {'dataDisks': [{'lun': 0}]},
+                         'instanceView': {'statuses': [{'code': 'PowerState/running'}],
+                                          'vmAgent': {'vmAgentVersion': '2.7', 'statuses': [{'displayStatus': 'Not Ready'}]}}}}
+    problems, seen = verify.verify_problems(vm, {'data_disk_luns': [0, 1]}, wait_for_agent=True)
+    assert seen['agent'] == {'version': '2.7', 'status': 'Not Ready'}
+    assert problems == ['the VM agent is not ready (Not Ready)', 'the VM has data disks at LUNs [0], the image [0, 1]']

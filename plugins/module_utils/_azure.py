@@ -338,7 +338,7 @@ class ArmSession:
 
     def __init__(self, params: dict[str, t.Any], env: t.Mapping[str, str] | None = None, home: str | None = None,
                  poll_seconds: float = DEFAULT_POLL_SECONDS, clock: t.Callable[[], float] = time.monotonic,
-                 sleep: t.Callable[[float], None] = time.sleep) -> None:
+                 sleep: t.Callable[[float], None] = time.sleep, need_subscription: bool = True) -> None:
         if AZURE_IMPORT_ERROR:
             raise AzureError('the Azure SDK (azure-identity, azure-core) is not installed on the controller')
         env = os.environ if env is None else env
@@ -354,8 +354,11 @@ class ArmSession:
         self.credential = self._credential()
         self.client = PipelineClient(base_url=self.cloud.resource_manager, policies=self._policies(self.credential, self.cloud.scope))
         subscription = self.settings.get('subscription_id')
-        if not subscription and self.kind == 'cli':
+        if not subscription and self.kind == 'cli' and need_subscription:
             subscription = self._cli_subscription(env, home or os.path.expanduser('~'))
+        if not subscription and not need_subscription:  # a storage sign-in needs only the credential
+            self.subscription_id = ''
+            return
         if not subscription:
             raise AzureError(f'no subscription_id: set the option or AZURE_SUBSCRIPTION_ID (credentials from {self.settings["source"]})')
         self.subscription_id = check_subscription_id(subscription)

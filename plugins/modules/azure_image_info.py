@@ -7,7 +7,7 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 module: azure_image_info
 short_description: List Azure image sources, managed images, gallery image versions and Marketplace images
-version_added: 0.1.0
+version_added: 0.2.0
 description:
   - Lists the image sources a VM can be created from in Azure, as plain data a playbook can use.
   - B(Managed images) (C(Microsoft.Compute/images)), the default, are all the images of the subscription,

@@ -78,6 +78,24 @@ if [[ ! -e $stamp ]]; then
   touch "$stamp"
 fi
 
+# Azurite (Microsoft's Azure Storage emulator) for the blob upload tests, from the npm registry.
+azurite_version=3.37.0
+npm_prefix=$repo/.cache/npm
+if [[ $(node -p "require('$npm_prefix/node_modules/azurite/package.json').version" 2>/dev/null) != "$azurite_version" ]]; then
+  if ! command -v npm >/dev/null; then
+    if [[ $(id -u) -ne 0 ]]; then
+      echo "setup: npm is missing (Debian packages nodejs npm); run as root to install it" >&2
+      exit 1
+    fi
+    echo "setup: installing nodejs npm"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null
+  fi
+  echo "setup: installing Azurite $azurite_version in $npm_prefix"
+  mkdir -p "$npm_prefix"
+  npm install --prefix "$npm_prefix" --no-audit --no-fund --loglevel=error "azurite@$azurite_version" >/dev/null
+fi
+
 # ansible-test downloads a get-pip script before it makes its sanity venvs; offline, a
 # stand-in that bootstraps pip from ensurepip does the same job.
 pip_version=$("$venv/bin/python" - <<'PY'

@@ -288,6 +288,10 @@ version:
   returned: with O(gallery)
   type: str
   sample: 1.0.4
+subscription_id:
+  description: The subscription the module worked in (from the options, the environment, the credential file or the Azure CLI).
+  returned: always
+  type: str
 actions:
   description: What the run did (or, in check mode, would do), in order.
   returned: always
@@ -537,7 +541,8 @@ class AzureImageManager:
         self.arm = session
         self.timeout = float(self.params['timeout'])
         self.actions: list[str] = []
-        self.result: dict = {'changed': False, 'actions': self.actions, 'image': {}}
+        self.kept_proof: str | None = None
+        self.result: dict = {'changed': False, 'actions': self.actions, 'image': {}, 'subscription_id': session.subscription_id}
 
     # --- paths
 
@@ -617,8 +622,9 @@ class AzureImageManager:
         if vm is None:
             return
         generalized = self.params['os_state'] == 'generalized'
-        running = vm['power_state'] not in ('deallocated', 'stopped')
-        if running and (generalized or not self.params['allow_running']) and self._do('deallocate'):
+        # a VM the guest shut down is 'stopped' but still allocated (and billed): deallocate it too
+        allocated = vm['power_state'] != 'deallocated'
+        if allocated and self.params['deallocate'] and (generalized or not self.params['allow_running']) and self._do('deallocate'):
             self.arm.post(vm['id'] + '/deallocate', azure.API_COMPUTE, timeout=self.timeout)
         if generalized and not vm['generalized'] and self._do('generalize'):
             self.arm.post(vm['id'] + '/generalize', azure.API_COMPUTE, timeout=self.timeout)
@@ -627,7 +633,12 @@ class AzureImageManager:
         tags = dict(self.params['tags'])
         if self.params['generalized_by'] and self.params['os_state'] == 'generalized':
             tags['imageprep_generalized_by'] = proof_tag(self.params['generalized_by'])
+        elif self.kept_proof:  # a run without proof keeps the proof an earlier run recorded
+            tags['imageprep_generalized_by'] = self.kept_proof
         return tags
+
+    def _keep_proof(self, current: dict) -> None:
+        self.kept_proof = (current.get('tags') or {}).get('imageprep_generalized_by')
 
     # --- disks registered without a VM
 
@@ -649,6 +660,7 @@ class AzureImageManager:
         path = self._id('images', self.params['name'])
         current_body = self.arm.get(path, azure.API_COMPUTE)
         current = normalise_image(current_body)
+        self._keep_proof(current)
         if self.params['state'] == 'absent':
             return self._absent(path, azure.API_COMPUTE, current, 'delete_image')
         vm = self._read_vm()
@@ -755,6 +767,8 @@ class AzureImageManager:
             self.actions.append('wait')
             current_body = self.arm.wait_provisioned(path, azure.API_GALLERY, self.timeout)
         current = normalise_version(current_body, definition)
+        self._keep_proof(current)
+        desired['tags'] = self._tags()
         if current and str(current.get('provisioning_state')).lower() in ('failed', 'canceled'):
             if self._do('delete_failed_version'):
                 self.arm.delete(path, azure.API_GALLERY, self.timeout)

@@ -266,3 +266,21 @@ def test_no_credentials_at_all(arm, seeded, tmp_path):
     failed = run(arm, tmp_path, env=env, **gallery_args())
     assert failed['rc'] == 1 and 'no Azure credentials found' in failed['msg'], failed
     assert arm.requests == []
+
+
+def test_a_run_without_proof_keeps_the_recorded_one(arm, seeded, tmp_path):
+    assert run(arm, tmp_path, **gallery_args())['rc'] == 0
+    # the VM is generalized in Azure now: a later run needs no proof, and must not drop the recorded one
+    again = run(arm, tmp_path, **gallery_args(generalized_by=None, tags={'team': 'web'}))
+    assert again['rc'] == 0 and again['actions'] == ['update_version'], again
+    tags = arm.resource(again['image']['id'])['tags']
+    assert tags['team'] == 'web' and tags['imageprep_generalized_by'].startswith('imageprep.vm.linux_deprovision/1')
+    assert again['subscription_id'] == arm.subscription_id
+
+
+def test_a_vm_the_guest_shut_down_is_deallocated(arm, tmp_path):
+    vm = arm.add_vm(RG, 'web1', power_state='stopped', data_disks=())
+    arm.add_gallery(RG, 'corp')
+    made = run(arm, tmp_path, **gallery_args())
+    assert made['rc'] == 0 and made['actions'] == ['create_definition', 'deallocate', 'generalize', 'create_version'], made
+    assert 'PowerState/deallocated' in statuses(arm, vm)

@@ -105,7 +105,7 @@ def test_drift_in_replication_is_updated_with_a_diff(arm, seeded, tmp_path):
     assert changed['rc'] == 0 and changed['changed'] and changed['actions'] == ['update_version'], changed
     assert changed['diff']['before']['target_regions'][0]['regional_replica_count'] == 1
     assert changed['diff']['after']['target_regions'][0]['regional_replica_count'] == 3
-    assert [method for method, _ in changes(arm, seen)] == ['PUT']
+    assert [method for method, _path in changes(arm, seen)] == ['PUT']
     stored = arm.resource(changed['image']['id'])['properties']['publishingProfile']
     assert stored['targetRegions'][0]['regionalReplicaCount'] == 3
     assert arm.problems == []

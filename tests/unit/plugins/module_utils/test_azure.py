@@ -238,7 +238,7 @@ def test_an_async_operation_is_polled_after_what_retry_after_says_then_the_resou
     final = session.wait('PUT', '/subscriptions/s/x', '2024-11-01', started, deadline=100)
     assert final['name'] == 'img'
     assert clock.sleeps == [5.0, 2.0]
-    assert [url.split('?')[0] for _, url in session.sent] == ['https://h/op/1', 'https://h/op/1', 'https://management.azure.com/subscriptions/s/x']
+    assert [url.split('?')[0] for _method, url in session.sent] == ['https://h/op/1', 'https://h/op/1', 'https://management.azure.com/subscriptions/s/x']
 
 
 def test_a_failed_operation_raises_the_services_error():

@@ -32,7 +32,13 @@ def examples_dir() -> pathlib.Path:
 
 @pytest.fixture
 def arm(examples_dir, tmp_path):
-    """A running ARM test server (fresh state per test)."""
+    """A running ARM test server (fresh state per test).
+
+    Whatever the test checks, every request the modules sent must have been valid against the
+    OpenAPI files and served, and the server's own answers valid against the response schemas.
+    """
     from arm_server import ArmServer  # pylint: disable=import-outside-toplevel
     with ArmServer(examples_dir, tmp_path / 'arm') as server:
         yield server
+        assert server.problems == [], server.problems
+        assert server.response_problems == [], server.response_problems

@@ -60,9 +60,10 @@ options:
     choices: [validate, ignore]
 requirements:
   - azure-identity >= 1.16.0
-  - azure-core (with azure-mgmt-core)
+  - azure-core
 notes:
-  - Requests go to the Azure Resource Manager REST API at pinned versions (C(2024-11-01) for virtual
+  - Requests go to the Azure Resource Manager REST API through azure-core's HTTP pipeline (retries,
+    bearer tokens) at pinned versions (C(2024-11-01) for virtual
     machines and images, C(2024-03-03) for galleries, C(2025-01-02) for disks and snapshots).
   - Long-running operations are followed as Azure documents them (C(Azure-AsyncOperation), C(Location),
     C(Retry-After)) up to the module's timeout; when it passes the operation goes on in Azure, and running

@@ -30,4 +30,6 @@ ANSIBLE_COLLECTIONS_PATH=$out/empty ansible-galaxy collection verify --offline i
 ansible-builder introspect --sanitize "$out/empty" | tee "$out/ee-dependencies.yml"
 grep -q 'qemu-utils .*from collection imageprep.vm' "$out/ee-dependencies.yml" || {
   echo "build: ansible-builder does not see the collection's system dependencies" >&2; exit 1; }
+grep -q 'azure-identity.*from collection imageprep.vm' "$out/ee-dependencies.yml" || {
+  echo "build: ansible-builder does not see the collection's Python dependencies" >&2; exit 1; }
 echo "build: $tarball builds, installs offline, and declares its EE dependencies"

@@ -338,9 +338,14 @@ def _customise_root(root: pathlib.Path, public_key: str, with_cloud_init: bool, 
     return manifest
 
 
-def _check_initramfs(initrd: pathlib.Path) -> None:
-    """Fail unless the initramfs can find the root: virtio disk and ext4 drivers, and udev for root=UUID=."""
-    listing = _run(['lsinitramfs', str(initrd)]).stdout
+def _check_initramfs(root: pathlib.Path, initrd: pathlib.Path) -> None:
+    """Fail unless the initramfs can find the root: virtio disk and ext4 drivers, and udev for root=UUID=.
+
+    The guest's own lsinitramfs lists it (the initramfs tools that made it are in the guest, not
+    necessarily on the host).
+    """
+    inside = '/' + str(initrd.relative_to(root))
+    listing = _run(['chroot', str(root), 'lsinitramfs', inside]).stdout
     for needed in ('/virtio_blk.ko', '/virtio_pci.ko', '/fs/ext4/', 'bin/udevadm'):
         if needed not in listing:
             raise DemoVMError(f'{initrd.name} lacks {needed}: the initramfs would not find the root file system')
@@ -397,7 +402,7 @@ def build(with_cloud_init: bool = True, plant: bool = True, progress: Progress |
         if len(kernels) != 1:
             raise DemoVMError(f'expected one kernel in the {PROFILE} root, found {[k.name for k in kernels]}')
         record['kernel'] = kernels[0].name[len('vmlinuz-'):]
-        _check_initramfs(root / 'boot' / f'initrd.img-{record["kernel"]}')
+        _check_initramfs(root, root / 'boot' / f'initrd.img-{record["kernel"]}')
         shutil.copyfile(kernels[0], parts.kernel)
         with progress.step('boot loader and EFI system partition'):
             _boot_loader(tmp / 'BOOTX64.EFI', tmp)

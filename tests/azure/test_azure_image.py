@@ -162,9 +162,9 @@ def test_a_timed_out_creation_is_waited_for_by_the_next_run(arm, tmp_path):
     arm.add_vm(RG, 'web1', power_state='deallocated', generalized=True)
     arm.add_gallery(RG, 'corp')
     arm.add_gallery_image(RG, 'corp', 'debian12-web', publisher='imageprep', offer='debian12', sku='web')
-    arm.lro_polls = 6
+    arm.lro_polls = 3
     arm.retry_after = 1
-    late = run(arm, tmp_path, timeout=2, **gallery_args(version='3.0.0'))
+    late = run(arm, tmp_path, timeout=1, **gallery_args(version='3.0.0'))
     assert late['rc'] == 1 and 'goes on in Azure' in late['msg'], late
     puts = len(bodies(arm, 'PUT', r'/versions/3\.0\.0$'))
     waited = run(arm, tmp_path, timeout=60, **gallery_args(version='3.0.0'))
@@ -175,9 +175,9 @@ def test_a_timed_out_creation_is_waited_for_by_the_next_run(arm, tmp_path):
 
 def test_a_timed_out_deallocation_is_waited_for_by_the_next_run(arm, seeded, tmp_path):
     arm.add_gallery_image(RG, 'corp', 'debian12-web', publisher='imageprep', offer='debian12', sku='web')
-    arm.lro_polls = 6
+    arm.lro_polls = 3
     arm.retry_after = 1
-    late = run(arm, tmp_path, timeout=2, **gallery_args())
+    late = run(arm, tmp_path, timeout=1, **gallery_args())
     assert late['rc'] == 1 and 'deallocate' in late['msg'] and 'goes on in Azure' in late['msg'], late
     arm.lro_polls = 1
     arm.retry_after = 0

@@ -529,6 +529,14 @@ def changed_properties(current: dict, desired: dict, keys: tuple[str, ...]) -> l
     return changed
 
 
+def refuse_immutable_change(what: str, current: dict, desired: dict, immutable: tuple[str, ...], advice: str) -> None:
+    """Raise, naming each property and its two values, when DESIRED changes a property Azure cannot change on WHAT."""
+    changed = changed_properties(current, desired, immutable)
+    if changed:
+        values = ', '.join(f'{key}: {current.get(key)!r} -> {desired.get(key)!r}' for key in changed)
+        raise AzureImageError(f"{what} exists with another {', '.join(changed)} ({values}); Azure cannot change that: {advice}")
+
+
 # ---------------------------------------------------------------------------------------------------
 # the manager
 
@@ -719,12 +727,9 @@ class AzureImageManager:
         return body
 
     def _update_image(self, path: str, current: dict, desired: dict) -> dict:
-        immutable = ('location', 'source', 'os_disk_source', 'data_disk_sources', 'os_type', 'os_state', 'hyper_v_generation')
-        changed = changed_properties(current, desired, immutable)
-        if changed:
-            raise AzureImageError(f"the managed image {self.params['name']} exists with other {', '.join(changed)} "
-                                  f"({', '.join(f'{key}: {current.get(key)!r} -> {desired.get(key)!r}' for key in changed)}); "
-                                  'Azure cannot change these on an image: delete it (state=absent) or choose another name')
+        refuse_immutable_change(f"the managed image {self.params['name']}", current, desired,
+                                ('location', 'source', 'os_disk_source', 'data_disk_sources', 'os_type', 'os_state', 'hyper_v_generation'),
+                                'delete it (state=absent) or choose another name')
         after = dict(current)
         if desired['tags'] != current['tags']:
             after['tags'] = desired['tags']
@@ -775,12 +780,8 @@ class AzureImageManager:
             current = {}
         body = self._version_body(vm, location)
         if current:
-            immutable = ('source', 'os_disk_source', 'location')
-            changed = changed_properties(current, desired, immutable)
-            if changed:
-                raise AzureImageError(f"the gallery image version {version} exists with another {', '.join(changed)} "
-                                      f"({', '.join(f'{key}: {current.get(key)!r} -> {desired.get(key)!r}' for key in changed)}); "
-                                      'Azure cannot change that on a version: use version=auto or a new version, or delete it first')
+            refuse_immutable_change(f'the gallery image version {version}', current, desired, ('source', 'os_disk_source', 'location'),
+                                    'use version=auto or a new version, or delete it first')
             after = dict(current)
             drift = changed_properties(current, desired, VERSION_MUTABLE)
             if drift:

@@ -28,8 +28,9 @@ LAST_KILL_FRACTION = 0.95
 WATCH_INTERVAL = 0.005
 # below this an uninterrupted capture is too short to be killed in its middle on purpose
 SHORTEST_USEFUL_CAPTURE = 0.5
-# 3 extents of 100 MiB in a 1 GiB raw disk: an uninterrupted capture takes about 1 s here
-EXTENTS = [(0x11 + index, index * 256 * MIB, 100 * MIB) for index in range(3)]
+# 3 extents of 200 MiB in a 1 GiB raw disk: an uninterrupted capture takes about 1 s on a quiet machine
+# (with 300 MiB it once took 0.499 s, too short for the kills to land in its middle)
+EXTENTS = [(0x11 + index, index * 256 * MIB, 200 * MIB) for index in range(3)]
 JOURNAL = CATALOGUE + '-journal'
 # bound for a capture to reach a given point (it takes about 1 s in all)
 REACH_TIMEOUT = 60.0
@@ -102,7 +103,7 @@ def where_the_kill_landed(library: pathlib.Path, version: str, ended_first: bool
 
 @pytest.fixture(scope='module')
 def source_disk() -> t.Iterator[pathlib.Path]:
-    """A raw disk with 300 MiB of data in a 1 GiB virtual size, shared by this file's tests (they only read it)."""
+    """A raw disk with 600 MiB of data in a 1 GiB virtual size, shared by this file's tests (they only read it)."""
     directory = pathlib.Path(tempfile.mkdtemp(prefix='local-image-kill-source-'))
     try:
         source = make_disk(directory / 'source.raw', 'raw', 1024 * MIB, EXTENTS)
@@ -133,7 +134,7 @@ def test_sigkill_at_any_point_of_a_capture_leaves_the_library_consistent(source_
         result = first.result()
     assert result['rc'] == 0 and result['changed'], result
     request.node.user_properties.append(
-        ('uninterrupted capture', f'{milestones.ended:.2f} s (300 MiB of data to qcow2): staging from {milestones.staging:.2f} s, '
+        ('uninterrupted capture', f'{milestones.ended:.2f} s (600 MiB of data to qcow2): staging from {milestones.staging:.2f} s, '
                                   f'renamed into place at {milestones.published:.2f} s'))
     assert milestones.ended > SHORTEST_USEFUL_CAPTURE, f'a capture took {milestones.ended:.2f} s: too short to kill it in its middle'
     assert_library_consistent(library)
